@@ -41,6 +41,10 @@ entry *kidx_get(const kidx *k, const uint8_t *key, size_t klen);
 /* Make sure the next kidx_put cannot fail. SHOAL_ENOMEM. */
 shoal_err kidx_reserve(kidx *k);
 
+/* Make sure the next n kidx_put calls cannot fail (a batch reserves for all
+ * its puts before logging). SHOAL_ENOMEM, with the index unchanged. */
+shoal_err kidx_reserve_n(kidx *k, size_t n);
+
 /* Insert e, or replace the entry with the same key. Returns the displaced
  * entry (the caller retires it) or NULL. Requires a successful kidx_reserve
  * since the last put; never fails. */

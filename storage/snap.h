@@ -3,8 +3,8 @@
  *
  * File "snap-<shard:04x>-<lsn:016x>.snap" in the data dir (DESIGN §7):
  *   header (48 bytes): "SHOALSNP" | u32 version (1) | u32 shard |
- *     u32 shard_epoch | u32 reserved | u64 lsn | u64 count |
- *     u64 body_len | u32 crc32(bytes 0..43)
+ *     u32 shard_epoch | u64 lsn | u64 count | u64 body_len |
+ *     u32 crc32(bytes 0..43)
  *   body: body_len bytes, zlib stream of count entries, each
  *     u64 version | u64 expire_at | u32 klen | u32 vlen | key | value
  *     in strictly increasing key order
