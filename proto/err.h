@@ -27,9 +27,7 @@
     X(ECLOSED, 15, "handle closed")                                            \
     X(ENOTNUM, 16, "value is not a 64-bit integer")                            \
     X(EOVERFLOW, 17, "integer overflow")                                       \
-    X(EREADONLY, 18, "engine is read-only after an I/O failure")               \
-    X(EBUSY, 19, "resource busy")                                              \
-    X(EEXPIRED, 20, "expired")
+    X(EREADONLY, 18, "engine is read-only after an I/O failure")
 
 typedef enum shoal_err {
 #define SHOAL_ERR_ENUM_(name, val, msg) SHOAL_##name = val,
