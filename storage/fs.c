@@ -78,8 +78,8 @@ px_pread(fs *f, int fd, void *buf, size_t len, uint64_t off, size_t *n_out)
     (void) f;
     size_t done = 0;
     while (done < len) {
-        ssize_t n = pread(fd, (char *) buf + done, len - done,
-                          (off_t) (off + done));
+        ssize_t n =
+            pread(fd, (char *) buf + done, len - done, (off_t) (off + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -135,6 +135,8 @@ static shoal_err
 px_fallocate(fs *f, int fd, uint64_t len)
 {
     (void) f;
+    if (len == 0)
+        return SHOAL_OK; /* posix_fallocate rejects len 0 with EINVAL */
     int e = posix_fallocate(fd, 0, (off_t) len);
     if (e != 0)
         return fail("posix_fallocate", "fd", e);
@@ -174,8 +176,16 @@ static shoal_err
 px_mkdir(fs *f, const char *path)
 {
     (void) f;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    struct stat st;
+    if (mkdir(path, 0755) == 0)
+        return SHOAL_OK;
+    if (errno != EEXIST)
         return fail("mkdir", path, errno);
+    /* "OK if it exists" holds for a directory only, not a file. */
+    if (stat(path, &st) != 0)
+        return fail("stat", path, errno);
+    if (!S_ISDIR(st.st_mode))
+        return fail("mkdir", path, EEXIST);
     return SHOAL_OK;
 }
 
@@ -202,8 +212,16 @@ px_list(fs *f, const char *dir, fs_list_cb cb, void *arg)
     if (d == NULL)
         return fail("opendir", dir, errno);
     shoal_err rc = SHOAL_OK;
-    struct dirent *de;
-    while (rc == SHOAL_OK && (de = readdir(d)) != NULL) {
+    while (rc == SHOAL_OK) {
+        /* readdir returns NULL at the end and on error; only errno tells
+         * them apart. A silently cut listing could hide a WAL segment. */
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (de == NULL) {
+            if (errno != 0)
+                rc = fail("readdir", dir, errno);
+            break;
+        }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         rc = cb(arg, de->d_name);

@@ -13,6 +13,12 @@
  *
  * Thread-safe (one mutex). Paths are compared as strings; a path's
  * directory is everything before its last '/'.
+ *
+ * Model choices (details at the top of fs_mem.c): mkdir is durable only
+ * after dir_fsync of the parent, like a create; directories cannot be
+ * renamed or unlinked (SHOAL_EIO); "//" and "." are ignored in paths, ".."
+ * is refused; list order is fixed but deliberately not sorted; files are
+ * capped at 1 GiB (SHOAL_ENOSPC beyond).
  */
 #ifndef SHOAL_TESTS_SUPPORT_FS_MEM_H
 #define SHOAL_TESTS_SUPPORT_FS_MEM_H
@@ -39,8 +45,8 @@ typedef struct fs_mem fs_mem;
 #define FS_OP_DIR_FSYNC (1u << 10)
 #define FS_OP_LIST      (1u << 11)
 #define FS_OP_ALL       0xfffu
-#define FS_OP_WRITES                                                           \
-    (FS_OP_PWRITE | FS_OP_FSYNC | FS_OP_FTRUNCATE | FS_OP_FALLOCATE |          \
+#define FS_OP_WRITES                                                  \
+    (FS_OP_PWRITE | FS_OP_FSYNC | FS_OP_FTRUNCATE | FS_OP_FALLOCATE | \
      FS_OP_RENAME | FS_OP_UNLINK | FS_OP_MKDIR | FS_OP_DIR_FSYNC)
 
 typedef enum fs_crash_mode {
@@ -81,10 +87,13 @@ shoal_err fs_mem_crash_clone(fs_mem *m, fs_crash_mode mode, uint64_t seed,
 
 /* Test helpers on the current (not crashed) state. */
 shoal_err fs_mem_file_size(fs_mem *m, const char *path, uint64_t *len_out);
-/* Overwrite bytes of a file in place, durably (as if the disk changed). */
+/* Overwrite bytes of a file in place, durably (as if the disk changed):
+ * the file's unsynced writes become durable first. [off, off + len) must lie
+ * inside the file, else SHOAL_EINVAL. */
 shoal_err fs_mem_poke(fs_mem *m, const char *path, uint64_t off,
                       const void *buf, size_t len);
-/* Cut a file to len bytes, durably. */
+/* Cut a file to len bytes (or extend it with zeros), durably; its unsynced
+ * writes become durable first. */
 shoal_err fs_mem_truncate(fs_mem *m, const char *path, uint64_t len);
 
 #endif
