@@ -71,8 +71,8 @@ typedef shoal_err (*snap_entry_cb)(void *arg, const snap_entry *ent);
 
 /* Decode a whole snapshot image, calling cb per entry in order. SHOAL_ECORRUPT
  * for any damage (bad magic, version, crc, zlib error, truncated, unsorted
- * keys, counts that do not match, lengths over max_key/max_value), SHOAL_ENOMEM,
- * or cb's error. Never reads outside buf. */
+ * keys, counts that do not match, lengths over max_key/max_value),
+ * SHOAL_ENOMEM, or cb's error. Never reads outside buf. */
 shoal_err snap_decode(const uint8_t *buf, size_t len, size_t max_key,
                       size_t max_value, snap_meta *meta_out, snap_entry_cb cb,
                       void *arg);
@@ -100,6 +100,7 @@ void snap_writer_abort(snap_writer *w);
  * that fails them never reaches cb; should a file pass its crcs yet fail to
  * decode after cb has seen entries, SHOAL_ECORRUPT is returned (no fallback:
  * the caller discards what cb built). SHOAL_ENOTFOUND if there is none;
+ * SHOAL_ECORRUPT if there are snapshots of the shard but none is valid;
  * SHOAL_EIO; cb's error. */
 shoal_err snap_load_latest(fs *f, const char *dir, uint32_t shard,
                            size_t max_key, size_t max_value,

@@ -505,6 +505,48 @@ test_store_enomem_loop_changes_nothing(void **state)
     store_close(s);
 }
 
+/* The only snapshot of a shard is damaged after every WAL record of that
+ * shard was collected: the open must refuse (SHOAL_ECORRUPT), not come up
+ * with the shard silently empty. */
+static void
+test_store_damaged_only_snapshot_refuses_open(void **state)
+{
+    const char *dir = *state;
+    store *s = open_store(dir, 2);
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "zero-%d", i);
+        put_str(s, 0, k, "v");
+    }
+    assert_int_equal(store_snapshot_all(s), SHOAL_OK);
+    /* Shard 1 alone fills segments until shard 0's records are in finished
+     * segments only; the next round collects them. */
+    for (int i = 0; i < 30000; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "one-%d", i);
+        put_str(s, 1, k, "value-of-shard-one");
+    }
+    assert_int_equal(store_snapshot_all(s), SHOAL_OK);
+    store_close(s);
+    char p[600];
+    snprintf(p, sizeof(p), "%s/snap-0000-%016llx.snap", dir, 50ull);
+    FILE *f = fopen(p, "r+b");
+    assert_non_null(f);
+    fseek(f, 60, SEEK_SET);
+    fputc(0x5a, f);
+    fclose(f);
+    store_opts o;
+    store_opts_default(&o);
+    o.data_dir = dir;
+    o.n_shards = 2;
+    o.segment_bytes = 1u << 20;
+    o.max_value_bytes = 64u << 10;
+    o.background = false;
+    store *r = (store *) 1;
+    assert_int_equal(store_open(&o, &r), SHOAL_ECORRUPT);
+    assert_null(r);
+}
+
 int
 main(void)
 {
@@ -528,6 +570,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_store_snapshot_then_wal_and_gc,
                                         tu_tmpdir_up, tu_tmpdir_down),
         cmocka_unit_test(test_store_memory_only),
+        cmocka_unit_test_setup_teardown(
+            test_store_damaged_only_snapshot_refuses_open, tu_tmpdir_up,
+            tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_enomem_loop_changes_nothing,
                                         tu_tmpdir_up, tu_tmpdir_down),
     };
