@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 const char *
-shoal_strerror(int rc)
+shoal_strerror(shoal_err rc)
 {
     switch (rc) {
 #define X(name, val, msg)                                                      \
@@ -21,7 +21,7 @@ shoal_strerror(int rc)
 }
 
 const char *
-shoal_errname(int rc)
+shoal_errname(shoal_err rc)
 {
     switch (rc) {
 #define X(name, val, msg)                                                      \

@@ -37,10 +37,10 @@ typedef enum shoal_err {
 
 /* Human-readable message for rc; a string literal, never NULL ("unknown
  * error" for values outside the list). */
-const char *shoal_strerror(int rc);
+const char *shoal_strerror(shoal_err rc);
 
 /* The symbolic name ("SHOAL_ENOTFOUND"); "SHOAL_E?" for unknown values. */
-const char *shoal_errname(int rc);
+const char *shoal_errname(shoal_err rc);
 
 /* Always-on assertion for invariants (never for bytes from disk or network):
  * prints file:line and the expression, then aborts. */

@@ -103,7 +103,7 @@ z_free(voidpf opaque, voidpf p)
 static const char *
 ename(shoal_err rc)
 {
-    return shoal_errname((int) rc);
+    return shoal_errname(rc);
 }
 
 static uint32_t

@@ -52,7 +52,7 @@
 #define WAL_REC_SEG_END  2 /* end of a finished segment */
 #define WAL_OP_PUT       1
 #define WAL_OP_DEL       2
-#define WAL_OP_HDR       21u /* kind + expire_at + klen + vlen */
+#define WAL_OP_HDR       17u /* kind + expire_at + klen + vlen */
 
 typedef struct wal wal;
 

@@ -38,9 +38,9 @@ test_err_names_and_messages(void **state)
     SHOAL_ERR_MAP(X)
 #undef X
     assert_true(seen >= 15);
-    assert_string_equal(shoal_strerror(-1), "unknown error");
-    assert_string_equal(shoal_strerror(100000), "unknown error");
-    assert_string_equal(shoal_errname(12345), "SHOAL_E?");
+    assert_string_equal(shoal_strerror((shoal_err) -1), "unknown error");
+    assert_string_equal(shoal_strerror((shoal_err) 100000), "unknown error");
+    assert_string_equal(shoal_errname((shoal_err) 12345), "SHOAL_E?");
 }
 
 static void
