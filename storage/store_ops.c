@@ -270,6 +270,20 @@ op_from_entry(wal_op *op, const entry *e)
     op->vlen = e->vlen;
 }
 
+/* Build the entry for key = val and write it (write lock held). */
+static shoal_err
+put_locked(store *s, uint32_t shard_id, shard *sh, const uint8_t *key,
+           size_t klen, const uint8_t *val, size_t vlen, uint64_t expire_at,
+           uint64_t *lsn_out)
+{
+    entry *e = store_entry_new(s, 0, key, klen, val, vlen, expire_at);
+    if (e == NULL)
+        return SHOAL_ENOMEM;
+    wal_op op;
+    op_from_entry(&op, e);
+    return write_one_locked(s, shard_id, sh, &op, e, lsn_out);
+}
+
 static shoal_err
 finish_write(store *s, shard *sh, shoal_err rc, uint64_t ticket, uint64_t lsn,
              const store_wopts *opts, uint64_t *version_out)
@@ -301,15 +315,8 @@ store_put(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     entry *cur = kidx_get(sh->idx, key, klen);
     rc = check_cond(opts, is_live(cur, now) ? cur : NULL, false);
     if (rc == SHOAL_OK) {
-        entry *e = store_entry_new(s, 0, key, klen, val, vlen,
-                                   expiry_of(opts, now));
-        wal_op op;
-        if (e == NULL) {
-            rc = SHOAL_ENOMEM;
-        } else {
-            op_from_entry(&op, e);
-            rc = write_one_locked(s, shard_id, sh, &op, e, &lsn);
-        }
+        rc = put_locked(s, shard_id, sh, key, klen, val, vlen,
+                        expiry_of(opts, now), &lsn);
         ticket = sh->last_ticket;
     }
     pthread_rwlock_unlock(&sh->lock);
@@ -396,15 +403,8 @@ store_incr(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
         int len = snprintf(txt, sizeof(txt), "%" PRId64, result);
         uint64_t exp = live != NULL ? entry_expire_at(live)
                                     : expiry_of(opts, now);
-        entry *e = store_entry_new(s, 0, key, klen, (const uint8_t *) txt,
-                                   (size_t) len, exp);
-        wal_op op;
-        if (e == NULL) {
-            rc = SHOAL_ENOMEM;
-        } else {
-            op_from_entry(&op, e);
-            rc = write_one_locked(s, shard_id, sh, &op, e, &lsn);
-        }
+        rc = put_locked(s, shard_id, sh, key, klen, (const uint8_t *) txt,
+                        (size_t) len, exp, &lsn);
         ticket = sh->last_ticket;
     }
     pthread_rwlock_unlock(&sh->lock);
