@@ -10,8 +10,8 @@ const char *
 shoal_strerror(shoal_err rc)
 {
     switch (rc) {
-#define X(name, val, msg)                                                      \
-    case val:                                                                  \
+#define X(name, val, msg) \
+    case val:             \
         return msg;
         SHOAL_ERR_MAP(X)
 #undef X
@@ -24,8 +24,8 @@ const char *
 shoal_errname(shoal_err rc)
 {
     switch (rc) {
-#define X(name, val, msg)                                                      \
-    case val:                                                                  \
+#define X(name, val, msg) \
+    case val:             \
         return "SHOAL_" #name;
         SHOAL_ERR_MAP(X)
 #undef X

@@ -14,8 +14,8 @@
 _Atomic int slog_max_level = SLOG_NOTICE;
 
 static pthread_mutex_t sink_mtx = PTHREAD_MUTEX_INITIALIZER;
-static slog_sink sink_fn;  /* guarded by sink_mtx */
-static void *sink_arg;     /* guarded by sink_mtx */
+static slog_sink sink_fn; /* guarded by sink_mtx */
+static void *sink_arg;    /* guarded by sink_mtx */
 
 static const char *const level_names[] = {"ERR", "WARN", "NOTICE", "INFO",
                                           "DEBUG"};

@@ -36,11 +36,11 @@ void slog_set_sink(slog_sink sink, void *arg);
 void slog_write(slog_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define slog(level, module, ...)                                               \
-    do {                                                                       \
-        if ((int) (level) <= atomic_load_explicit(&slog_max_level,             \
-                                                  memory_order_relaxed))       \
-            slog_write((level), (module), __VA_ARGS__);                        \
+#define slog(level, module, ...)                                         \
+    do {                                                                 \
+        if ((int) (level) <=                                             \
+            atomic_load_explicit(&slog_max_level, memory_order_relaxed)) \
+            slog_write((level), (module), __VA_ARGS__);                  \
     } while (0)
 
 #endif

@@ -29,7 +29,7 @@ typedef struct entry {
     uint16_t klen;    /* key bytes, 1..ENTRY_KEY_MAX */
     uint8_t flags;    /* ENTRY_F_* */
     uint8_t pad;
-    uint8_t data[];   /* [expire_at] key value */
+    uint8_t data[]; /* [expire_at] key value */
 } entry;
 
 static inline size_t
@@ -41,8 +41,8 @@ entry_size(size_t klen, size_t vlen, uint64_t expire_at)
 static inline size_t
 entry_alloc_size(const entry *e)
 {
-    return sizeof(entry) + ((e->flags & ENTRY_F_EXPIRES) ? 8u : 0u) +
-           e->klen + e->vlen;
+    return sizeof(entry) + ((e->flags & ENTRY_F_EXPIRES) ? 8u : 0u) + e->klen +
+           e->vlen;
 }
 
 static inline uint64_t

@@ -136,8 +136,8 @@ fs_list(fs *f, const char *dir, fs_list_cb cb, void *arg)
 
 /* Read the whole file at path into a mem_alloc'd buffer (freed by the caller
  * with mem_free). Files over max_len give SHOAL_ETOOLARGE. */
-shoal_err fs_read_all(fs *f, const char *path, size_t max_len, uint8_t **buf_out,
-                      size_t *len_out);
+shoal_err fs_read_all(fs *f, const char *path, size_t max_len,
+                      uint8_t **buf_out, size_t *len_out);
 
 /* Join dir and name into out (size cap); SHOAL_ETOOLARGE if it does not fit. */
 shoal_err fs_path(char *out, size_t cap, const char *dir, const char *name);

@@ -67,7 +67,8 @@ check_opts(const store_opts *o)
     return SHOAL_OK;
 }
 
-/* ---- shards ------------------------------------------------------------------ */
+/* ---- shards
+ * ------------------------------------------------------------------ */
 
 static shoal_err
 shard_init(shard *sh)
@@ -102,7 +103,8 @@ shard_fini(store *s, shard *sh)
     sh->idx = NULL;
 }
 
-/* ---- recovery ------------------------------------------------------------------ */
+/* ---- recovery
+ * ------------------------------------------------------------------ */
 
 typedef struct load_ctx {
     store *s;
@@ -136,14 +138,14 @@ load_shard(store *s, uint32_t id)
     shard *sh = &s->shards[id];
     load_ctx c = {s, sh};
     snap_meta m;
-    shoal_err rc = snap_load_latest(s->fs, s->dir, id, s->o.max_key_bytes,
-                                    s->o.max_value_bytes, &m, load_entry_cb,
-                                    &c);
+    shoal_err rc =
+        snap_load_latest(s->fs, s->dir, id, s->o.max_key_bytes,
+                         s->o.max_value_bytes, &m, load_entry_cb, &c);
     if (rc == SHOAL_ENOTFOUND)
         return SHOAL_OK;
     if (rc != SHOAL_OK) {
-        slog(SLOG_ERR, "store", "shard %u: loading snapshot: %s",
-             (unsigned) id, shoal_strerror(rc));
+        slog(SLOG_ERR, "store", "shard %u: loading snapshot: %s", (unsigned) id,
+             shoal_strerror(rc));
         return rc;
     }
     sh->lsn = m.lsn;
@@ -212,12 +214,12 @@ recover(store *s)
     slog(SLOG_NOTICE, "store",
          "replayed %" PRIu64 " of %" PRIu64 " WAL records in %" PRIu64
          " ms (%" PRIu64 " torn bytes cut)",
-         s->recovered_records, info.records, s->recovery_ms,
-         info.torn_bytes);
+         s->recovered_records, info.records, s->recovery_ms, info.torn_bytes);
     return SHOAL_OK;
 }
 
-/* ---- snapshots ------------------------------------------------------------------ */
+/* ---- snapshots
+ * ------------------------------------------------------------------ */
 
 /* Copy the shard's entry pointers and pin it. Caller holds snap_mtx. */
 static shoal_err
@@ -300,8 +302,9 @@ snapshot_locked(store *s, uint32_t id)
         goto out;
     }
     if ((rc = snap_write_file(s, &m, ents)) != SHOAL_OK) {
-        slog(SLOG_WARN, "store", "shard %u: snapshot at lsn %" PRIu64
-             " failed: %s", (unsigned) id, m.lsn, shoal_strerror(rc));
+        slog(SLOG_WARN, "store",
+             "shard %u: snapshot at lsn %" PRIu64 " failed: %s", (unsigned) id,
+             m.lsn, shoal_strerror(rc));
         goto out;
     }
     atomic_store(&sh->snap_lsn, m.lsn);
@@ -365,7 +368,8 @@ store_snapshot_all(store *s)
     return first != SHOAL_OK ? first : rc;
 }
 
-/* ---- background thread ------------------------------------------------------------ */
+/* ---- background thread
+ * ------------------------------------------------------------ */
 
 static bool
 snapshot_due(store *s)
@@ -422,7 +426,8 @@ bg_main(void *arg)
     return NULL;
 }
 
-/* ---- open / close ----------------------------------------------------------------- */
+/* ---- open / close
+ * ----------------------------------------------------------------- */
 
 static shoal_err
 store_alloc(const store_opts *o, store **out)
@@ -509,7 +514,8 @@ store_close(store *s)
     mem_free(s);
 }
 
-/* ---- statistics ------------------------------------------------------------------ */
+/* ---- statistics
+ * ------------------------------------------------------------------ */
 
 void
 store_get_stats(store *s, store_stats *out)

@@ -37,23 +37,23 @@
 typedef struct store store;
 
 typedef struct store_opts {
-    const char *data_dir;     /* NULL or "": memory-only, no files */
-    fs *fs;                   /* default fs_posix() */
-    uint32_t n_shards;        /* shard ids 0..n_shards-1; default 256 */
-    size_t max_key_bytes;     /* default 1024 (at most 65535) */
-    size_t max_value_bytes;   /* default 16 MiB */
-    size_t max_batch_ops;     /* default 10000 */
-    wal_fsync fsync;          /* default WAL_FSYNC_ALWAYS */
-    uint32_t fsync_interval_ms; /* for interval; default 100 */
-    uint64_t segment_bytes;   /* WAL segment size; default 64 MiB */
-    uint64_t snapshot_wal_bytes; /* snapshot dirty shards after this many WAL
-                                    bytes since the last round; 0 = off;
-                                    default 256 MiB */
+    const char *data_dir;          /* NULL or "": memory-only, no files */
+    fs *fs;                        /* default fs_posix() */
+    uint32_t n_shards;             /* shard ids 0..n_shards-1; default 256 */
+    size_t max_key_bytes;          /* default 1024 (at most 65535) */
+    size_t max_value_bytes;        /* default 16 MiB */
+    size_t max_batch_ops;          /* default 10000 */
+    wal_fsync fsync;               /* default WAL_FSYNC_ALWAYS */
+    uint32_t fsync_interval_ms;    /* for interval; default 100 */
+    uint64_t segment_bytes;        /* WAL segment size; default 64 MiB */
+    uint64_t snapshot_wal_bytes;   /* snapshot dirty shards after this many WAL
+                                      bytes since the last round; 0 = off;
+                                      default 256 MiB */
     uint32_t snapshot_interval_ms; /* and at least this often; 0 = off */
-    unsigned snapshots_kept;  /* K newest kept per shard; default 2 */
-    uint32_t expiry_interval_ms; /* active expiry tick; default 100 */
-    uint32_t expiry_batch;    /* entries examined per shard per tick; 200 */
-    bool background;          /* run the snapshot/expiry thread; default on */
+    unsigned snapshots_kept;       /* K newest kept per shard; default 2 */
+    uint32_t expiry_interval_ms;   /* active expiry tick; default 100 */
+    uint32_t expiry_batch; /* entries examined per shard per tick; 200 */
+    bool background;       /* run the snapshot/expiry thread; default on */
 } store_opts;
 
 void store_opts_default(store_opts *o);
@@ -68,7 +68,8 @@ shoal_err store_open(const store_opts *o, store **out);
 /* Stop background work, commit and sync what was written, free (NULL ok). */
 void store_close(store *s);
 
-/* --- reads ----------------------------------------------------------------- */
+/* --- reads -----------------------------------------------------------------
+ */
 
 typedef struct store_item {
     const uint8_t *key; /* borrowed: valid during the callback only */
@@ -110,14 +111,14 @@ typedef struct store_range {
  * (limit 0: no limit). *more_out (may be NULL) tells whether entries remain
  * past the last one given: resume with start = last key, start_exclusive. */
 shoal_err store_scan(store *s, uint32_t shard, const store_range *r,
-                     size_t limit, store_item_cb cb, void *arg,
-                     bool *more_out);
+                     size_t limit, store_item_cb cb, void *arg, bool *more_out);
 
 /* Number of live keys with the prefix (prefix_len 0: all). */
 shoal_err store_count(store *s, uint32_t shard, const uint8_t *prefix,
                       size_t prefix_len, uint64_t *count_out);
 
-/* --- writes ---------------------------------------------------------------- */
+/* --- writes ----------------------------------------------------------------
+ */
 
 typedef struct store_wopts {
     uint64_t ttl_ms;     /* put: expire this long after the write; 0 never */
@@ -125,7 +126,7 @@ typedef struct store_wopts {
     bool has_if_version; /* only if the live version equals if_version (an
                             absent key has version 0), else SHOAL_EVERSION */
     uint64_t if_version;
-    bool durable;        /* fdatasync before returning, whatever the policy */
+    bool durable; /* fdatasync before returning, whatever the policy */
 } store_wopts;
 
 /* Put key = val. opts may be NULL. *version_out (may be NULL) gets the new
@@ -157,7 +158,7 @@ typedef struct store_op {
     size_t klen;
     const uint8_t *val; /* put */
     size_t vlen;
-    store_wopts opts;   /* ttl_ms, if_absent, has_if_version per op */
+    store_wopts opts; /* ttl_ms, if_absent, has_if_version per op */
 } store_op;
 
 /* Apply n ops to one shard atomically: one WAL record, all or nothing, one
@@ -169,7 +170,8 @@ typedef struct store_op {
 shoal_err store_batch(store *s, uint32_t shard, const store_op *ops, size_t n,
                       shoal_err *results, uint64_t *version_out);
 
-/* --- maintenance ------------------------------------------------------------ */
+/* --- maintenance ------------------------------------------------------------
+ */
 
 /* Snapshot one shard now (memory-only: SHOAL_EINVAL). Writes continue while
  * it runs; at most one snapshot per shard at a time. */
@@ -184,27 +186,27 @@ shoal_err store_snapshot_all(store *s);
 shoal_err store_expire(store *s, uint64_t *n_expired_out);
 
 typedef struct store_shard_stats {
-    uint64_t keys;        /* entries, including expired not yet removed */
-    uint64_t bytes;       /* key + value bytes of those entries */
-    uint64_t lsn;         /* last LSN assigned */
-    uint64_t snap_lsn;    /* LSN of the newest snapshot (0: none) */
-    uint32_t epoch;       /* shard_epoch */
+    uint64_t keys;     /* entries, including expired not yet removed */
+    uint64_t bytes;    /* key + value bytes of those entries */
+    uint64_t lsn;      /* last LSN assigned */
+    uint64_t snap_lsn; /* LSN of the newest snapshot (0: none) */
+    uint32_t epoch;    /* shard_epoch */
 } store_shard_stats;
 
 typedef struct store_stats {
     uint64_t keys;
     uint64_t bytes;
-    uint64_t index_bytes;     /* memory used by the indexes */
-    uint64_t wal_records;     /* appended since open */
+    uint64_t index_bytes; /* memory used by the indexes */
+    uint64_t wal_records; /* appended since open */
     uint64_t wal_bytes;
     uint64_t wal_fsyncs;
     uint64_t wal_segments;
-    uint64_t snapshots;       /* taken since open */
-    uint64_t snapshot_ms_max; /* longest snapshot since open */
-    uint64_t expired;         /* entries removed by active expiry */
+    uint64_t snapshots;         /* taken since open */
+    uint64_t snapshot_ms_max;   /* longest snapshot since open */
+    uint64_t expired;           /* entries removed by active expiry */
     uint64_t recovered_records; /* WAL records replayed at open */
-    uint64_t recovery_ms;     /* time store_open spent recovering */
-    bool read_only;           /* sticky I/O failure */
+    uint64_t recovery_ms;       /* time store_open spent recovering */
+    bool read_only;             /* sticky I/O failure */
 } store_stats;
 
 void store_get_stats(store *s, store_stats *out);

@@ -18,39 +18,39 @@
 #include <stdatomic.h>
 
 typedef struct shard {
-    pthread_rwlock_t lock;    /* guards every field below unless noted */
+    pthread_rwlock_t lock; /* guards every field below unless noted */
     kidx *idx;
-    uint64_t lsn;             /* last LSN assigned */
-    uint32_t epoch;           /* shard_epoch */
-    uint64_t keys;            /* entries in idx */
-    uint64_t bytes;           /* key + value bytes in idx */
-    uint64_t ttl_keys;        /* entries with an expiry */
-    uint64_t last_ticket;     /* WAL ticket of the last write */
+    uint64_t lsn;                   /* last LSN assigned */
+    uint32_t epoch;                 /* shard_epoch */
+    uint64_t keys;                  /* entries in idx */
+    uint64_t bytes;                 /* key + value bytes in idx */
+    uint64_t ttl_keys;              /* entries with an expiry */
+    uint64_t last_ticket;           /* WAL ticket of the last write */
     _Atomic uint64_t committed_lsn; /* writes up to here are committed */
     _Atomic uint64_t snap_lsn;      /* newest snapshot on disk */
-    unsigned snap_pins;       /* snapshots holding entry pointers */
-    entry **retired;          /* displaced while pinned; freed on unpin */
+    unsigned snap_pins;             /* snapshots holding entry pointers */
+    entry **retired;                /* displaced while pinned; freed on unpin */
     size_t n_retired, cap_retired;
-    uint8_t *exp_cursor;      /* active expiry resumes after this key */
+    uint8_t *exp_cursor; /* active expiry resumes after this key */
     size_t exp_cursor_len;
     pthread_mutex_t snap_mtx;
 } shard;
 
 struct store {
     store_opts o;
-    char *dir;                /* NULL when memory-only */
+    char *dir; /* NULL when memory-only */
     fs *fs;
-    wal *wal;                 /* NULL when memory-only */
+    wal *wal; /* NULL when memory-only */
     slab *slab;
-    shard *shards;            /* o.n_shards */
+    shard *shards; /* o.n_shards */
     _Atomic int closing;
-    _Atomic int read_only;    /* sticky after a WAL failure */
+    _Atomic int read_only; /* sticky after a WAL failure */
 
     pthread_t bg;
     bool bg_running;
     pthread_mutex_t bg_mtx;
     pthread_cond_t bg_cond;
-    bool bg_stop;             /* guarded by bg_mtx */
+    bool bg_stop;                /* guarded by bg_mtx */
     uint64_t wal_bytes_at_round; /* WAL bytes when snapshots last ran */
     uint64_t last_round_ns;
 

@@ -101,7 +101,8 @@ is_live(const entry *e, uint64_t now_ms)
     return x == 0 || x > now_ms;
 }
 
-/* ---- argument checks ------------------------------------------------------ */
+/* ---- argument checks ------------------------------------------------------
+ */
 
 static shoal_err
 check_shard(store *s, uint32_t shard_id)
@@ -134,14 +135,15 @@ check_write(store *s, uint32_t shard_id, const uint8_t *key, size_t klen)
     return check_key(s, key, klen);
 }
 
-/* ---- commit tracking ------------------------------------------------------ */
+/* ---- commit tracking ------------------------------------------------------
+ */
 
 static void
 committed_raise(shard *sh, uint64_t lsn)
 {
     uint64_t cur = atomic_load(&sh->committed_lsn);
-    while (cur < lsn && !atomic_compare_exchange_weak(&sh->committed_lsn,
-                                                      &cur, lsn))
+    while (cur < lsn &&
+           !atomic_compare_exchange_weak(&sh->committed_lsn, &cur, lsn))
         ;
 }
 
@@ -173,7 +175,8 @@ wait_commit(store *s, shard *sh, uint64_t ticket, uint64_t lsn, bool durable)
     return SHOAL_OK;
 }
 
-/* ---- the write path --------------------------------------------------------- */
+/* ---- the write path ---------------------------------------------------------
+ */
 
 /* Step 2: everything that can fail before the record is logged. fresh[i]
  * is the new entry of op i (NULL for deletes). On failure frees nothing the
@@ -401,8 +404,8 @@ store_incr(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     if (rc == SHOAL_OK) {
         char txt[24];
         int len = snprintf(txt, sizeof(txt), "%" PRId64, result);
-        uint64_t exp = live != NULL ? entry_expire_at(live)
-                                    : expiry_of(opts, now);
+        uint64_t exp =
+            live != NULL ? entry_expire_at(live) : expiry_of(opts, now);
         rc = put_locked(s, shard_id, sh, key, klen, (const uint8_t *) txt,
                         (size_t) len, exp, &lsn);
         ticket = sh->last_ticket;
@@ -414,7 +417,8 @@ store_incr(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     return rc;
 }
 
-/* ---- batch ------------------------------------------------------------------ */
+/* ---- batch ------------------------------------------------------------------
+ */
 
 static int
 cmp_op_key(const void *a, const void *b)
@@ -487,8 +491,8 @@ batch_check(shard *sh, const store_op *ops, size_t n, uint64_t now,
 }
 
 static shoal_err
-batch_build(store *s, const store_op *ops, size_t n, uint64_t now,
-            wal_op *wops, entry **fresh)
+batch_build(store *s, const store_op *ops, size_t n, uint64_t now, wal_op *wops,
+            entry **fresh)
 {
     for (size_t i = 0; i < n; i++) {
         if (ops[i].kind == STORE_OP_DEL) {
@@ -551,7 +555,8 @@ store_batch(store *s, uint32_t shard_id, const store_op *ops, size_t n,
     return finish_write(s, sh, rc, ticket, lsn, &ops[0].opts, version_out);
 }
 
-/* ---- reads -------------------------------------------------------------------- */
+/* ---- reads
+ * -------------------------------------------------------------------- */
 
 static void
 item_of(store_item *it, const entry *e)
@@ -768,7 +773,8 @@ store_digest(store *s, uint32_t shard_id, uint64_t *digest_out)
     return read_end(s, sh, SHOAL_OK, ticket);
 }
 
-/* ---- active expiry -------------------------------------------------------------- */
+/* ---- active expiry
+ * -------------------------------------------------------------- */
 
 /* Collect up to max expired entries after the shard's cursor; advances the
  * cursor (wrapping to the start at the end). */
@@ -853,7 +859,8 @@ store_expire(store *s, uint64_t *n_expired_out)
     return rc;
 }
 
-/* ---- recovery -------------------------------------------------------------------- */
+/* ---- recovery
+ * -------------------------------------------------------------------- */
 
 static shoal_err
 apply_op(store *s, shard *sh, const wal_op *op, uint64_t lsn)
@@ -865,8 +872,8 @@ apply_op(store *s, shard *sh, const wal_op *op, uint64_t lsn)
         if (op->klen == 0 || op->klen > s->o.max_key_bytes ||
             op->vlen > s->o.max_value_bytes)
             return SHOAL_ECORRUPT;
-        entry *e = store_entry_new(s, lsn, op->key, op->klen, op->val,
-                                   op->vlen, op->expire_at);
+        entry *e = store_entry_new(s, lsn, op->key, op->klen, op->val, op->vlen,
+                                   op->expire_at);
         if (e == NULL)
             return SHOAL_ENOMEM;
         if (kidx_reserve(sh->idx) != SHOAL_OK) {

@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "storage/store.h"
@@ -118,7 +119,8 @@ crash_once(run *r, uint64_t *rs, long state_no)
     size_t j;
     bool ok = wl_check(s, &r->w, lo, hi, &j, false);
     if (!ok) {
-        fprintf(stderr, "# state %ld (mode %d, seed %llu): acked %zu, "
+        fprintf(stderr,
+                "# state %ld (mode %d, seed %llu): acked %zu, "
                 "started %zu: state matches no allowed prefix\n",
                 state_no, (int) mode, (unsigned long long) seed, lo, hi);
         wl_check(s, &r->w, lo, hi, &j, true);

@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "storage/store.h"
@@ -87,8 +88,8 @@ check_image(fs_mem *m, const wl *w, size_t lo, size_t hi, const char *what)
     store *s = open_ok(m);
     size_t j;
     if (!wl_check(s, w, lo, hi, &j, false)) {
-        fprintf(stderr, "# %s: acked %zu started %zu: no allowed state\n",
-                what, lo, hi);
+        fprintf(stderr, "# %s: acked %zu started %zu: no allowed state\n", what,
+                lo, hi);
         wl_check(s, w, lo, hi, &j, true);
         fail();
     }
@@ -143,9 +144,8 @@ test_ioerr_kth_call_during_writes(void **state)
     (void) state;
     uint64_t seed = tu_seed("ioerr writes");
     wl w;
-    assert_int_equal(wl_gen(&w, seed, tu_long() ? 400 : 120, N_KEYS, N_SHARDS,
-                            900, 50),
-                     0);
+    assert_int_equal(
+        wl_gen(&w, seed, tu_long() ? 400 : 120, N_KEYS, N_SHARDS, 900, 50), 0);
     for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
         uint64_t k = 1;
         size_t errors = 0;
@@ -253,9 +253,9 @@ test_ioerr_kth_call_during_recovery(void **state)
         uint64_t k;
         for (k = 1;; k++) {
             fs_mem *m = NULL;
-            assert_int_equal(fs_mem_crash_clone(base, FS_CRASH_KEEP_UNSYNCED,
-                                                k, &m),
-                             SHOAL_OK);
+            assert_int_equal(
+                fs_mem_crash_clone(base, FS_CRASH_KEEP_UNSYNCED, k, &m),
+                SHOAL_OK);
             fs_mem_fail(m, FS_OP_ALL, k, faults[f].code, faults[f].forever,
                         faults[f].short_write);
             store_opts o;

@@ -24,7 +24,8 @@ uint64_t tu_seed(const char *what);
 /* splitmix64 step. */
 uint64_t tu_rand(uint64_t *state);
 
-/* Whether the long profile was asked for ($SHOAL_TEST_LONG non-empty, not 0). */
+/* Whether the long profile was asked for ($SHOAL_TEST_LONG non-empty, not 0).
+ */
 bool tu_long(void);
 
 /* Fake wall clock for TTL tests: installs itself as the clock source. */

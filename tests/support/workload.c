@@ -74,7 +74,8 @@ gen_op(wl *w, wl_op *op, uint64_t *rs, uint32_t max_vlen)
         op->key[s] = k;
         op->del[s] = op->kind == WL_DEL ||
                      (op->kind == WL_BATCH && tu_rand(rs) % 4 == 0);
-        op->vlen[s] = op->del[s] ? 0 : (uint32_t) (tu_rand(rs) % (max_vlen + 1));
+        op->vlen[s] =
+            op->del[s] ? 0 : (uint32_t) (tu_rand(rs) % (max_vlen + 1));
     }
 }
 
@@ -150,8 +151,8 @@ wl_run(store *s, const wl *w, size_t i)
     case WL_BATCH:
         return run_batch(s, w, i);
     case WL_INCR:
-        return store_incr(s, sh, (const uint8_t *) key, strlen(key),
-                          op->delta, NULL, NULL, NULL);
+        return store_incr(s, sh, (const uint8_t *) key, strlen(key), op->delta,
+                          NULL, NULL, NULL);
     case WL_SNAP:
         return store_snapshot_all(s);
     default:
@@ -159,7 +160,8 @@ wl_run(store *s, const wl *w, size_t i)
     }
 }
 
-/* ---- the model ------------------------------------------------------------ */
+/* ---- the model ------------------------------------------------------------
+ */
 
 typedef struct mval {
     bool present;
@@ -193,7 +195,8 @@ model_apply(const wl *w, mval *m, size_t i)
             tmp[c->len] = '\0';
             cur = strtoll(tmp, NULL, 10);
         }
-        int n = snprintf((char *) val, sizeof(val), "%" PRId64, cur + op->delta);
+        int n =
+            snprintf((char *) val, sizeof(val), "%" PRId64, cur + op->delta);
         model_set(c, val, (uint32_t) n);
         return;
     }

@@ -35,7 +35,7 @@ typedef struct wl {
     uint64_t seed;
     wl_op *ops;
     size_t n_ops;
-    int n_keys;        /* plus one counter key */
+    int n_keys; /* plus one counter key */
     uint32_t n_shards;
 } wl;
 

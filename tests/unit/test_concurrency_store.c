@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "storage/store.h"
@@ -31,13 +32,13 @@
 
 /* cmocka's asserts longjmp into the test's frame: not from other threads.
  * Worker threads report and abort instead. */
-#define CHECK(e)                                                               \
-    do {                                                                       \
-        if (!(e)) {                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
-                    #e);                                                       \
-            abort();                                                           \
-        }                                                                      \
+#define CHECK(e)                                                             \
+    do {                                                                     \
+        if (!(e)) {                                                          \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #e);                                                     \
+            abort();                                                         \
+        }                                                                    \
     } while (0)
 #define CHECK_EQ(a, b) CHECK((a) == (b))
 
@@ -95,14 +96,13 @@ writer(void *arg)
         snprintf(key, sizeof(key), "w%d-k%02d", t->id, k);
         size_t vl = make_val(val, sizeof(val), i);
         store_wopts o = {.ttl_ms = (i % 17 == 0) ? 60000 : 0};
-        CHECK_EQ(store_put(t->c->s, shard_of(t->id, k),
-                                   (const uint8_t *) key, strlen(key),
-                                   (const uint8_t *) val, vl, &o, NULL),
-                         SHOAL_OK);
+        CHECK_EQ(store_put(t->c->s, shard_of(t->id, k), (const uint8_t *) key,
+                           strlen(key), (const uint8_t *) val, vl, &o, NULL),
+                 SHOAL_OK);
         if (i % 10 == 0) {
-            CHECK_EQ(store_incr(t->c->s, 0, (const uint8_t *) "ctr", 3,
-                                        1, NULL, NULL, NULL),
-                             SHOAL_OK);
+            CHECK_EQ(store_incr(t->c->s, 0, (const uint8_t *) "ctr", 3, 1, NULL,
+                                NULL, NULL),
+                     SHOAL_OK);
             atomic_fetch_add(&t->c->incrs, 1);
         }
     }
@@ -135,9 +135,8 @@ reader(void *arg)
         int k = (int) (tu_rand(&rs) % KEYS_PER);
         snprintf(key, sizeof(key), "w%d-k%02d", w, k);
         seen s = {-2};
-        shoal_err rc = store_get(t->c->s, shard_of(w, k),
-                                 (const uint8_t *) key, strlen(key), read_cb,
-                                 &s);
+        shoal_err rc = store_get(t->c->s, shard_of(w, k), (const uint8_t *) key,
+                                 strlen(key), read_cb, &s);
         if (rc == SHOAL_ENOTFOUND) {
             CHECK(last[w][k] < 0); /* never disappears once seen */
             continue;
@@ -182,9 +181,8 @@ scanner(void *arg)
     while (atomic_load(&t->c->writers_left) > 0) {
         for (uint32_t sh = 0; sh < N_SHARDS; sh++) {
             scan_state st = {{0}, 0, 0};
-            CHECK_EQ(store_scan(t->c->s, sh, NULL, 0, scan_cb, &st,
-                                        NULL),
-                             SHOAL_OK);
+            CHECK_EQ(store_scan(t->c->s, sh, NULL, 0, scan_cb, &st, NULL),
+                     SHOAL_OK);
         }
         atomic_fetch_add(&t->c->scans, 1);
     }
@@ -249,13 +247,12 @@ test_concurrency_writers_readers_scanners_snapshots(void **state)
         pthread_join(th[i], NULL);
 
     int64_t ctr = 0;
-    assert_int_equal(store_incr(c.s, 0, (const uint8_t *) "ctr", 3, 0, NULL,
-                                &ctr, NULL),
-                     SHOAL_OK);
+    assert_int_equal(
+        store_incr(c.s, 0, (const uint8_t *) "ctr", 3, 0, NULL, &ctr, NULL),
+        SHOAL_OK);
     assert_int_equal(ctr, atomic_load(&c.incrs));
     printf("# reads %ld, scan rounds %ld, snapshot rounds %ld\n",
-           atomic_load(&c.reads), atomic_load(&c.scans),
-           atomic_load(&c.snaps));
+           atomic_load(&c.reads), atomic_load(&c.scans), atomic_load(&c.snaps));
     assert_true(atomic_load(&c.snaps) > 0);
 
     uint64_t d[N_SHARDS];

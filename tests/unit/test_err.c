@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "proto/err.h"
@@ -31,9 +32,9 @@ test_err_names_and_messages(void **state)
 {
     (void) state;
     int seen = 0;
-#define X(name, val, msg)                                                      \
-    assert_string_equal(shoal_errname(val), "SHOAL_" #name);                   \
-    assert_string_equal(shoal_strerror(val), msg);                             \
+#define X(name, val, msg)                                    \
+    assert_string_equal(shoal_errname(val), "SHOAL_" #name); \
+    assert_string_equal(shoal_strerror(val), msg);           \
     seen++;
     SHOAL_ERR_MAP(X)
 #undef X

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "proto/mem.h"
@@ -184,8 +185,7 @@ test_store_ttl_and_expiry(void **state)
     assert_int_equal(ttl, -1);
     /* incr keeps the expiry. */
     assert_int_equal(store_put(s, 1, K("ctr"), K("1"), &t, NULL), SHOAL_OK);
-    assert_int_equal(store_incr(s, 1, K("ctr"), 1, NULL, NULL, NULL),
-                     SHOAL_OK);
+    assert_int_equal(store_incr(s, 1, K("ctr"), 1, NULL, NULL, NULL), SHOAL_OK);
     assert_int_equal(store_ttl(s, 1, K("ctr"), &ttl, NULL), SHOAL_OK);
     assert_int_equal(ttl, 500);
 
@@ -343,14 +343,14 @@ test_store_bad_input_changes_nothing(void **state)
     memset(longkey, 'k', sizeof(longkey));
     assert_non_null(big);
     got g;
-    assert_int_equal(store_put(s, 0, (const uint8_t *) "", 0, K("v"), NULL,
-                               NULL),
-                     SHOAL_EINVAL);
+    assert_int_equal(
+        store_put(s, 0, (const uint8_t *) "", 0, K("v"), NULL, NULL),
+        SHOAL_EINVAL);
     assert_int_equal(store_put(s, 0, NULL, 3, K("v"), NULL, NULL),
                      SHOAL_EINVAL);
-    assert_int_equal(store_put(s, 0, (const uint8_t *) longkey, 1025, K("v"),
-                               NULL, NULL),
-                     SHOAL_ETOOLARGE);
+    assert_int_equal(
+        store_put(s, 0, (const uint8_t *) longkey, 1025, K("v"), NULL, NULL),
+        SHOAL_ETOOLARGE);
     assert_int_equal(store_put(s, 0, K("k"), (const uint8_t *) big,
                                (64u << 10) + 1, NULL, NULL),
                      SHOAL_ETOOLARGE);
@@ -368,8 +368,7 @@ test_store_bad_input_changes_nothing(void **state)
                      SHOAL_EINVAL);
     assert_int_equal(store_count(s, 0, NULL, 3, NULL), SHOAL_EINVAL);
     store_range bad = {.start = NULL, .start_len = 4};
-    assert_int_equal(store_scan(s, 0, &bad, 0, NULL, NULL, NULL),
-                     SHOAL_EINVAL);
+    assert_int_equal(store_scan(s, 0, &bad, 0, NULL, NULL, NULL), SHOAL_EINVAL);
     store_op op = {.kind = 99, .key = K("k")};
     assert_int_equal(store_batch(s, 0, &op, 1, NULL, NULL), SHOAL_EINVAL);
     assert_int_equal(digest_all(s, 4), before);
@@ -557,12 +556,12 @@ main(void)
                                         tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_incr, tu_tmpdir_up,
                                         tu_tmpdir_down),
-        cmocka_unit_test_setup_teardown(test_store_ttl_and_expiry,
-                                        tu_tmpdir_up, tu_tmpdir_down),
+        cmocka_unit_test_setup_teardown(test_store_ttl_and_expiry, tu_tmpdir_up,
+                                        tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_batch, tu_tmpdir_up,
                                         tu_tmpdir_down),
-        cmocka_unit_test_setup_teardown(test_store_scan_and_count,
-                                        tu_tmpdir_up, tu_tmpdir_down),
+        cmocka_unit_test_setup_teardown(test_store_scan_and_count, tu_tmpdir_up,
+                                        tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_bad_input_changes_nothing,
                                         tu_tmpdir_up, tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_reopen_replays_wal,
