@@ -242,6 +242,12 @@ check_cond(const store_wopts *o, const entry *live, bool is_del)
     return SHOAL_OK;
 }
 
+static bool
+has_cond(const store_wopts *o)
+{
+    return o != NULL && (o->if_absent || o->has_if_version);
+}
+
 static uint64_t
 expiry_of(const store_wopts *o, uint64_t now_ms)
 {
@@ -315,8 +321,11 @@ store_put(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     shard *sh = &s->shards[shard_id];
     uint64_t now = clock_now_ms(), lsn = 0, ticket = 0;
     pthread_rwlock_wrlock(&sh->lock);
-    entry *cur = kidx_get(sh->idx, key, klen);
-    rc = check_cond(opts, is_live(cur, now) ? cur : NULL, false);
+    /* A plain put needs no lookup: kidx_put hands back what it displaces. */
+    if (has_cond(opts)) {
+        entry *cur = kidx_get(sh->idx, key, klen);
+        rc = check_cond(opts, is_live(cur, now) ? cur : NULL, false);
+    }
     if (rc == SHOAL_OK) {
         rc = put_locked(s, shard_id, sh, key, klen, val, vlen,
                         expiry_of(opts, now), &lsn);
