@@ -27,6 +27,7 @@
 #include "proto/clock.h"
 #include "proto/mem.h"
 #include "proto/slog.h"
+#include "proto/thread.h"
 #include "storage/snap.h"
 
 #include <inttypes.h>
@@ -403,27 +404,73 @@ bg_round(store *s)
     (void) store_snapshot_all(s);
 }
 
+/* Run the rounds asked for by store_snapshot_now (bg_mtx held). */
+static void
+bg_asked_rounds(store *s)
+{
+    while (s->round_req > s->round_done && !s->bg_stop) {
+        uint64_t req = s->round_req;
+        pthread_mutex_unlock(&s->bg_mtx);
+        shoal_err rc = store_snapshot_all(s);
+        pthread_mutex_lock(&s->bg_mtx);
+        s->round_rc = rc;
+        s->round_done = req;
+        pthread_cond_broadcast(&s->round_cond);
+    }
+}
+
+static void
+bg_sleep(store *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns =
+        (uint64_t) ts.tv_nsec + (uint64_t) s->o.expiry_interval_ms * 1000000u;
+    ts.tv_sec += (time_t) (ns / 1000000000u);
+    ts.tv_nsec = (long) (ns % 1000000000u);
+    pthread_cond_timedwait(&s->bg_cond, &s->bg_mtx, &ts);
+}
+
 static void *
 bg_main(void *arg)
 {
     store *s = arg;
+    /* Snapshots compress for seconds: on two cores, at normal priority they
+     * would take the CPU from request threads mid-write. */
+    thread_set_background();
     pthread_mutex_lock(&s->bg_mtx);
     while (!s->bg_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t) ts.tv_nsec +
-                      (uint64_t) s->o.expiry_interval_ms * 1000000u;
-        ts.tv_sec += (time_t) (ns / 1000000000u);
-        ts.tv_nsec = (long) (ns % 1000000000u);
-        pthread_cond_timedwait(&s->bg_cond, &s->bg_mtx, &ts);
+        bg_asked_rounds(s);
         if (s->bg_stop)
             break;
+        bg_sleep(s);
+        if (s->bg_stop || s->round_req > s->round_done)
+            continue;
         pthread_mutex_unlock(&s->bg_mtx);
         bg_round(s);
         pthread_mutex_lock(&s->bg_mtx);
     }
+    /* Whoever still waits for a round learns it will not run. */
+    s->round_rc = SHOAL_ECLOSED;
+    s->round_done = s->round_req;
+    pthread_cond_broadcast(&s->round_cond);
     pthread_mutex_unlock(&s->bg_mtx);
     return NULL;
+}
+
+shoal_err
+store_snapshot_now(store *s)
+{
+    if (!s->bg_running)
+        return store_snapshot_all(s);
+    pthread_mutex_lock(&s->bg_mtx);
+    uint64_t my = ++s->round_req;
+    pthread_cond_signal(&s->bg_cond);
+    while (s->round_done < my)
+        pthread_cond_wait(&s->round_cond, &s->bg_mtx);
+    shoal_err rc = s->round_rc;
+    pthread_mutex_unlock(&s->bg_mtx);
+    return rc;
 }
 
 /* ---- open / close
@@ -441,6 +488,7 @@ store_alloc(const store_opts *o, store **out)
     s->o.data_dir = NULL;
     pthread_mutex_init(&s->bg_mtx, NULL);
     pthread_cond_init(&s->bg_cond, NULL);
+    pthread_cond_init(&s->round_cond, NULL);
     if (o->data_dir != NULL && o->data_dir[0] != '\0' &&
         (s->dir = mem_strdup(o->data_dir)) == NULL) {
         rc = SHOAL_ENOMEM;
@@ -511,6 +559,7 @@ store_close(store *s)
     mem_free(s->dir);
     pthread_mutex_destroy(&s->bg_mtx);
     pthread_cond_destroy(&s->bg_cond);
+    pthread_cond_destroy(&s->round_cond);
     mem_free(s);
 }
 

@@ -181,6 +181,11 @@ shoal_err store_snapshot(store *s, uint32_t shard);
  * segments all snapshots cover. */
 shoal_err store_snapshot_all(store *s);
 
+/* Run a snapshot round (store_snapshot_all) on the background thread, which
+ * runs at lowered CPU priority so request threads keep the CPU, and wait for
+ * it. Without a background thread it runs in the caller. */
+shoal_err store_snapshot_now(store *s);
+
 /* One active-expiry pass over every shard (the background thread calls it
  * every expiry_interval_ms). *n_expired_out (may be NULL) gets the count. */
 shoal_err store_expire(store *s, uint64_t *n_expired_out);

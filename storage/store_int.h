@@ -51,6 +51,10 @@ struct store {
     pthread_mutex_t bg_mtx;
     pthread_cond_t bg_cond;
     bool bg_stop;                /* guarded by bg_mtx */
+    uint64_t round_req;          /* bg_mtx: snapshot rounds asked for */
+    uint64_t round_done;         /* bg_mtx: rounds finished */
+    shoal_err round_rc;          /* bg_mtx: result of the last asked round */
+    pthread_cond_t round_cond;   /* signalled when a round finishes */
     uint64_t wal_bytes_at_round; /* WAL bytes when snapshots last ran */
     uint64_t last_round_ns;
 

@@ -546,6 +546,38 @@ test_store_damaged_only_snapshot_refuses_open(void **state)
     assert_null(r);
 }
 
+/* store_snapshot_now runs the round on the background thread and waits. */
+static void
+test_store_snapshot_now_on_background_thread(void **state)
+{
+    const char *dir = *state;
+    store_opts o;
+    store_opts_default(&o);
+    o.data_dir = dir;
+    o.n_shards = 4;
+    o.fsync = WAL_FSYNC_NONE;
+    o.background = true;
+    store *s = NULL;
+    assert_int_equal(store_open(&o, &s), SHOAL_OK);
+    load(s, 4, 1000, "bg");
+    assert_int_equal(store_snapshot_now(s), SHOAL_OK);
+    assert_int_equal(tu_count_files(dir, "snap-"), 4);
+    store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.snapshots, 4);
+    /* Nothing changed since: a second round writes nothing new. */
+    assert_int_equal(store_snapshot_now(s), SHOAL_OK);
+    store_get_stats(s, &st);
+    assert_int_equal(st.snapshots, 4);
+    uint64_t d = digest_all(s, 4);
+    store_close(s);
+    assert_int_equal(store_open(&o, &s), SHOAL_OK);
+    assert_int_equal(digest_all(s, 4), d);
+    store_get_stats(s, &st);
+    assert_int_equal(st.recovered_records, 0);
+    store_close(s);
+}
+
 int
 main(void)
 {
@@ -569,6 +601,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_store_snapshot_then_wal_and_gc,
                                         tu_tmpdir_up, tu_tmpdir_down),
         cmocka_unit_test(test_store_memory_only),
+        cmocka_unit_test_setup_teardown(
+            test_store_snapshot_now_on_background_thread, tu_tmpdir_up,
+            tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(
             test_store_damaged_only_snapshot_refuses_open, tu_tmpdir_up,
             tu_tmpdir_down),

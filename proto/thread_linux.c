@@ -1,0 +1,15 @@
+/*
+ * thread_linux.c -- thread.h on Linux, where nice values are per thread:
+ * setpriority(PRIO_PROCESS, 0, n) changes only the calling thread (a
+ * documented departure from POSIX, which Shoal relies on here).
+ */
+#define _DEFAULT_SOURCE /* setpriority */
+#include "proto/thread.h"
+
+#include <sys/resource.h>
+
+void
+thread_set_background(void)
+{
+    (void) setpriority(PRIO_PROCESS, 0, 10);
+}
