@@ -4,9 +4,20 @@
  *
  * Files in the log directory (byte layouts in wal.h):
  *
- *   wal-0000000000000007.log  finished: header, records, SEG_END (fsynced)
- *   wal-0000000000000008.log  current:  header, records, zeros
+ *   wal-0000000000000007.log  finished: header, records, SEG_END (fsynced),
+ *                             frontier slot claiming the SEG_END's end
+ *   wal-0000000000000008.log  current:  header, records, zeros; its slots
+ *                             claim how far an fdatasync has covered
  *   wal-0000000000000009.log  spare:    header, zeros (made ahead of need)
+ *
+ * Segment header (64 bytes, wal.h has the field list):
+ *
+ *   0        8       12        16     24         28     32        48      64
+ *   +--------+-------+---------+------+----------+------+---------+-------+
+ *   |SHOALWAL|version|hdr_len  | seq  | reserved | crc  | slot A  | slot B|
+ *   |        |  2    |  64     |      |    0     |0..27 |odd gens |even   |
+ *   +--------+-------+---------+------+----------+------+---------+-------+
+ *   slot: u64 frontier | u32 generation | u32 crc32(seq, frontier, gen)
  *
  * Invariants
  *  - Records never span segments. A record is placed only where it leaves
@@ -16,8 +27,23 @@
  *    can have a torn tail; every older one ends with SEG_END.
  *  - A segment file is complete (created, preallocated, header written,
  *    fsynced, directory fsynced) before a record is placed in it. Recovery
- *    removes trailing files with no byte past the header region: spares, or
- *    creations a crash cut short. They never held a record.
+ *    removes trailing files with no byte past the fixed 32-byte header:
+ *    spares, or creations a crash cut short. They never held a record (the
+ *    slots are zero until a record is synced: creation writes only the
+ *    fixed header, so even a garbled creation leaves them zero).
+ *  - Durable frontier: a slot claiming F is written only after an
+ *    fdatasync that covered bytes [0, F) of its segment returned, so every
+ *    slot that reads back valid is true, even if its own write was never
+ *    synced. Between two slot writes of a segment there is always an
+ *    fdatasync, and the two generations alternate between slots A and B:
+ *    at most one slot write is unsynced, and the other slot holds an older
+ *    true claim to fall back on if that write is torn (its crc fails).
+ *    The writer claims the frontier of its last fdatasync together with the
+ *    next batch's data write (before that batch's fdatasync): no fdatasync
+ *    is added on the hot path, and under load at most one batch per
+ *    WAL_CLAIM_NS carries a claim (a claim is an extra page to sync). A
+ *    finished segment (SEG_END synced) claims its end; wal_close claims
+ *    the end and syncs once more.
  *  - Tickets count the bytes of data records appended since open, so ticket
  *    order is log order, and durable <= written <= last_ticket.
  *  - The appenders' buffer holds at most one segment switch: the writer makes
@@ -52,14 +78,23 @@
  * disk keeps up.
  *
  * Recovery reads one segment file at a time into memory. In the newest
- * segment holding records, the first bad record is a torn tail only if no
- * crc-valid record starts anywhere after it; the scan cannot tell a flipped
- * bit from a write the disk reordered, so under fsync=none or interval a
- * power cut that keeps a later unsynced write but not an earlier one is
- * reported as corruption too (never silently cut). Under fsync=always only
- * the last batch is ever unsynced, so a write torn to a prefix is always
- * a tail (a disk that garbles the middle of that batch and keeps what
- * follows is reported as corruption).
+ * segment holding records, F = the largest valid claim of its two slots
+ * (WAL_SEG_HDR if neither is valid). At the first bad or short record X:
+ *   X <  F  corruption of acknowledged data: SHOAL_ECORRUPT, logged with the
+ *           file, X and F. Never cut. (Except when the file ends before F
+ *           and the record runs past that end: the file was truncated, what
+ *           is gone is gone; cut, and logged as lost acknowledged records.)
+ *   X >= F  a torn tail: cut at X, whatever follows, and a SEG_END written
+ *           at X (fsynced), then its end claimed as the frontier.
+ * Beyond F lie only writes no fdatasync has covered, which a power cut may
+ * keep, drop, tear or reorder in any combination (the page cache writes
+ * pages back in any order): a later write surviving an earlier one, or a
+ * user value that holds an encoded record, says nothing about corruption.
+ * Below F every byte was reported durable, so a bad byte there is the
+ * medium's fault. The cost: records synced after the last claim (the last
+ * batch, or the last WAL_CLAIM_NS of batches under load, before an idle
+ * period or a crash) are beyond F, so a media flip in them is cut as a
+ * tail rather than reported.
  *
  * Tickets restart at 0 on every open: they name positions in this run's log
  * (data record bytes appended since open), not offsets in files.
@@ -79,7 +114,8 @@
 #include <time.h>
 #include <zlib.h>
 
-#define WAL_VERSION    1u
+#define WAL_VERSION    2u
+#define SEG_FIXED      32u                /* header bytes before the slots */
 #define SEG_NAME_LEN   24u                /* "wal-" 16 hex ".log" */
 #define PATH_CAP       4096u              /* bytes of a segment path */
 #define STACK_REC      512u               /* records this small: stack */
@@ -311,8 +347,11 @@ seg_hdr_problem(const uint8_t *buf, size_t len, uint64_t seq)
         return "bad magic";
     if (get_u32(buf + 28) != (uint32_t) crc32_z(0L, buf, 28))
         return "header crc mismatch";
+    if (get_u32(buf + 8) == 1)
+        return "format version 1 (from before durable frontiers): this "
+               "build reads version 2 only";
     if (get_u32(buf + 8) != WAL_VERSION)
-        return "unsupported version";
+        return "unsupported format version";
     if (get_u32(buf + 12) != WAL_SEG_HDR)
         return "bad header length";
     if (get_u64(buf + 16) != seq)
@@ -320,6 +359,61 @@ seg_hdr_problem(const uint8_t *buf, size_t len, uint64_t seq)
     if (get_u32(buf + 24) != 0)
         return "reserved field not zero";
     return NULL;
+}
+
+/* ---- frontier slots ------------------------------------------------------ */
+
+/* Salted with seq: a slot copied from another segment does not validate. */
+static uint32_t
+slot_crc(uint64_t seq, const uint8_t *slot)
+{
+    uint8_t salt[8];
+    put_u64(salt, seq);
+    uLong crc = crc32_z(0L, salt, sizeof salt);
+    return (uint32_t) crc32_z(crc, slot, 12);
+}
+
+/* Odd generations in slot A, even ones in B: consecutive claims alternate. */
+static uint64_t
+slot_off(uint32_t gen)
+{
+    return WAL_SEG_SLOTS + (gen & 1u ? 0u : WAL_SLOT_LEN);
+}
+
+static void
+slot_encode(uint64_t seq, uint64_t frontier, uint32_t gen, uint8_t *out)
+{
+    put_u64(out, frontier);
+    put_u32(out + 8, gen);
+    put_u32(out + 12, slot_crc(seq, out));
+}
+
+typedef struct frontier {
+    uint64_t off; /* largest valid claim; WAL_SEG_HDR when none */
+    uint32_t gen; /* largest valid generation; 0 when none */
+} frontier;
+
+/* The claims of the slots of buf (at least WAL_SEG_HDR bytes, header of
+ * segment seq). A slot that fails its crc, sits in the wrong place for its
+ * generation or claims less than the header is ignored: it is a torn or
+ * garbled write, and the other slot's older claim is still true. */
+static void
+frontier_read(const uint8_t *buf, uint64_t seq, frontier *f)
+{
+    f->off = WAL_SEG_HDR;
+    f->gen = 0;
+    for (uint32_t i = 0; i < 2; i++) {
+        const uint8_t *s = buf + WAL_SEG_SLOTS + i * WAL_SLOT_LEN;
+        uint64_t off = get_u64(s);
+        uint32_t gen = get_u32(s + 8);
+        if (gen == 0 || slot_off(gen) != WAL_SEG_SLOTS + i * WAL_SLOT_LEN ||
+            get_u32(s + 12) != slot_crc(seq, s) || off < WAL_SEG_HDR)
+            continue;
+        if (off > f->off)
+            f->off = off;
+        if (gen > f->gen)
+            f->gen = gen;
+    }
 }
 
 static int
@@ -414,8 +508,13 @@ struct wal {
     /* writer */
     int cur_fd; /* segment being written */
     uint64_t cur_seq;
-    bool cur_dirty; /* cur_fd has bytes not yet fdatasynced */
-    int spare_fd;   /* the spare, -1 if none */
+    bool cur_dirty;      /* cur_fd has bytes not yet fdatasynced */
+    uint64_t cur_end;    /* file offset past the last record byte written */
+    uint64_t synced_end; /* an fdatasync of cur_fd covered [0, this) */
+    uint64_t claimed;    /* frontier the last slot written claims */
+    uint64_t claim_ns;   /* mono time of that claim (0: none yet) */
+    uint32_t slot_gen;   /* generation of that slot (0: none yet) */
+    int spare_fd;        /* the spare, -1 if none */
     uint64_t spare_seq;
     wbuf out;              /* the buffer being written */
     uint64_t last_sync_ns; /* mono time of the last fdatasync */
@@ -621,7 +720,7 @@ static shoal_err
 seg_create(wal *w, uint64_t seq, bool quiet, int *fd_out)
 {
     char path[PATH_CAP];
-    uint8_t hdr[WAL_SEG_HDR];
+    uint8_t hdr[SEG_FIXED];
     const char *op = "create";
     int fd = -1;
     slog_level level;
@@ -638,6 +737,8 @@ seg_create(wal *w, uint64_t seq, bool quiet, int *fd_out)
     op = "preallocate";
     if ((rc = fs_fallocate(w->fs, fd, w->seg_bytes)) != SHOAL_OK)
         goto fail;
+    /* Only the fixed part: the slots stay zero (no claim) as preallocated,
+     * so a crash that garbles this write leaves a file recovery drops. */
     op = "write header of";
     if ((rc = fs_pwrite(w->fs, fd, hdr, sizeof hdr, 0)) != SHOAL_OK)
         goto fail;
@@ -740,8 +841,9 @@ drop_blank_tail(wal *w, const seqlist *l, size_t *n_data, wal_recovery *ri)
         if ((rc = read_seg(w, l->v[n - 1], &buf, &len)) != SHOAL_OK)
             break;
         ri->segments++;
+        /* Slots included: a claim means a record was synced here. */
         bool blank =
-            len <= WAL_SEG_HDR || is_zero(buf + WAL_SEG_HDR, len - WAL_SEG_HDR);
+            len <= SEG_FIXED || is_zero(buf + SEG_FIXED, len - SEG_FIXED);
         mem_free(buf);
         if (!blank)
             break;
@@ -754,37 +856,6 @@ drop_blank_tail(wal *w, const seqlist *l, size_t *n_data, wal_recovery *ri)
         rc = fs_dir_fsync(w->fs, w->dir);
     *n_data = n;
     return rc == SHOAL_OK || rc == SHOAL_ENOMEM ? rc : SHOAL_EIO;
-}
-
-/* Cheap test before a crc: could a record of ours start at p? */
-static bool
-rec_plausible(const uint8_t *p, size_t avail)
-{
-    uint32_t len = get_u32(p);
-    if (p[8] == WAL_REC_SEG_END)
-        return len == 0 && is_zero(p + 9, WAL_REC_HDR - 9);
-    if (p[8] != WAL_REC_OPS || len < 4 || len > avail - WAL_REC_HDR)
-        return false;
-    uint32_t n = get_u32(p + WAL_REC_HDR);
-    return n <= (len - 4) / WAL_OP_HDR;
-}
-
-/* Whether a crc-valid record starts anywhere in buf[from, len). */
-static bool
-find_valid(const uint8_t *buf, size_t len, size_t from, size_t *at)
-{
-    wal_rec r;
-    size_t used;
-
-    for (size_t p = from; len >= WAL_REC_HDR && p <= len - WAL_REC_HDR; p++) {
-        if (!rec_plausible(buf + p, len - p))
-            continue;
-        if (wal_rec_decode(buf + p, len - p, SIZE_MAX, &r, &used) == SHOAL_OK) {
-            *at = p;
-            return true;
-        }
-    }
-    return false;
 }
 
 typedef struct replay {
@@ -812,74 +883,116 @@ replay_rec(replay *rp, wal_seg *seg, const wal_rec *r, size_t off)
     return rp->cb != NULL ? rp->cb(rp->arg, r) : SHOAL_OK;
 }
 
+/* Where replaying a segment stopped. */
+typedef struct rstop {
+    size_t off;    /* after the last good record */
+    bool ended;    /* at a SEG_END (off is where it starts) */
+    bool is_short; /* else: the record at off runs past the end of the file */
+} rstop;
+
 /* Replay the records of one segment up to its SEG_END or its first bad
- * record; *stop is the offset after the last good record. */
+ * record. */
 static shoal_err
 replay_records(replay *rp, wal_seg *seg, const uint8_t *buf, size_t len,
-               size_t *stop, bool *ended)
+               rstop *st)
 {
     size_t pos = WAL_SEG_HDR;
-    shoal_err rc;
+    shoal_err rc, drc;
     wal_rec r;
     size_t used;
 
-    *ended = false;
-    while (wal_rec_decode(buf + pos, len - pos, SIZE_MAX, &r, &used) ==
+    *st = (rstop){0};
+    while ((drc = wal_rec_decode(buf + pos, len - pos, SIZE_MAX, &r, &used)) ==
            SHOAL_OK) {
         if (r.type == WAL_REC_SEG_END) {
-            *ended = true;
+            st->ended = true;
             break;
         }
         if ((rc = replay_rec(rp, seg, &r, pos)) != SHOAL_OK)
             return rc;
         pos += used;
     }
-    *stop = pos;
+    st->off = pos;
+    st->is_short = drc == SHOAL_EINVAL;
     return SHOAL_OK;
 }
 
-/* Write a SEG_END at off of the segment at path, durably. */
+/* Finish the newest segment at path (of seq; slots as in f): a SEG_END at
+ * off, fsynced, then its end claimed as the frontier (a claim follows the
+ * fsync it describes), fsynced too so the next open need not redo it. */
 static shoal_err
-write_seg_end(wal *w, const char *path, size_t off)
+write_seg_end(wal *w, const char *path, uint64_t seq, size_t off,
+              const frontier *f)
 {
-    uint8_t rec[WAL_REC_HDR];
+    uint8_t rec[WAL_REC_HDR], slot[WAL_SLOT_LEN];
+    uint64_t end = off + (uint64_t) WAL_REC_HDR;
+    uint32_t gen = f->gen + 1;
+    const char *op = "open";
     int fd = -1;
     shoal_err rc;
 
     seg_end_encode(rec);
-    if ((rc = fs_open(w->fs, path, FS_RDWR, &fd)) == SHOAL_OK &&
-        (rc = fs_pwrite(w->fs, fd, rec, sizeof rec, off)) == SHOAL_OK)
-        rc = fs_fsync(w->fs, fd);
+    slot_encode(seq, end, gen, slot);
+    if ((rc = fs_open(w->fs, path, FS_RDWR, &fd)) != SHOAL_OK)
+        goto fail;
+    op = "write a SEG_END to";
+    if ((rc = fs_pwrite(w->fs, fd, rec, sizeof rec, off)) != SHOAL_OK)
+        goto fail;
+    op = "fsync";
+    if ((rc = fs_fsync(w->fs, fd)) != SHOAL_OK)
+        goto fail;
+    if (end > f->off && f->gen < UINT32_MAX) {
+        op = "write the frontier of";
+        if ((rc = fs_pwrite(w->fs, fd, slot, sizeof slot, slot_off(gen))) !=
+            SHOAL_OK)
+            goto fail;
+        op = "fsync";
+        if ((rc = fs_fsync(w->fs, fd)) != SHOAL_OK)
+            goto fail;
+    }
     fs_close(w->fs, fd);
-    if (rc == SHOAL_OK)
-        return SHOAL_OK;
-    slog(SLOG_ERR, "wal", "close %s with a SEG_END at offset %zu: %s", path,
-         off, shoal_strerror(rc));
+    return SHOAL_OK;
+fail:
+    fs_close(w->fs, fd);
+    slog(SLOG_ERR, "wal", "%s %s (closing it with a SEG_END at offset %zu): %s",
+         op, path, off, shoal_strerror(rc));
     return rc == SHOAL_ENOSPC || rc == SHOAL_ENOMEM ? rc : SHOAL_EIO;
 }
 
-/* The newest segment stopped at stop without a SEG_END: a clean end (zeros),
- * a torn tail (garbage with no valid record after it) to cut, or corruption
- * (a valid record follows). Either of the first two gets its SEG_END. */
+/* The newest segment stopped at st->off without a SEG_END. Below its
+ * frontier that is corruption (unless the file was truncated there); at or
+ * beyond it, the end of the log: a clean end (zeros) or a torn tail, cut
+ * whatever follows. Either gets its SEG_END. */
 static shoal_err
-end_newest(replay *rp, const uint8_t *buf, size_t len, size_t stop)
+end_newest(replay *rp, uint64_t seq, const uint8_t *buf, size_t len,
+           const rstop *st)
 {
-    size_t at;
+    frontier f;
+    size_t stop = st->off;
 
+    frontier_read(buf, seq, &f);
+    if (stop < f.off && !(st->is_short && len < f.off)) {
+        slog(SLOG_ERR, "wal",
+             "%s: bad record at offset %zu, inside the durable region ending "
+             "at %" PRIu64 ": acknowledged data is damaged: corrupt",
+             rp->path, stop, f.off);
+        return SHOAL_ECORRUPT;
+    }
+    if (stop < f.off)
+        slog(SLOG_ERR, "wal",
+             "%s: file ends at %zu, inside the durable region ending at "
+             "%" PRIu64 ": truncated; acknowledged records from offset %zu "
+             "on are lost",
+             rp->path, len, f.off, stop);
     if (!is_zero(buf + stop, len - stop)) {
-        if (find_valid(buf, len, stop + 1, &at)) {
-            slog(SLOG_ERR, "wal",
-                 "%s: bad record at offset %zu followed by a valid record "
-                 "at offset %zu: mid-log corruption",
-                 rp->path, stop, at);
-            return SHOAL_ECORRUPT;
-        }
         size_t cut = nonzero_end(buf, stop, len) - stop;
-        slog(SLOG_WARN, "wal", "%s: torn tail at offset %zu: %zu bytes cut",
-             rp->path, stop, cut);
+        slog(SLOG_WARN, "wal",
+             "%s: torn tail at offset %zu (durable up to %" PRIu64
+             "): %zu bytes cut",
+             rp->path, stop, f.off, cut);
         rp->ri->torn_bytes += cut;
     }
-    return write_seg_end(rp->w, rp->path, stop);
+    return write_seg_end(rp->w, rp->path, seq, stop, &f);
 }
 
 static shoal_err
@@ -887,24 +1000,23 @@ recover_buf(replay *rp, wal_seg *seg, const uint8_t *buf, size_t len,
             bool newest)
 {
     const char *bad = seg_hdr_problem(buf, len, seg->seq);
-    size_t stop;
-    bool ended;
+    rstop st;
     shoal_err rc;
 
     if (bad != NULL) {
         slog(SLOG_ERR, "wal", "%s: offset 0: %s: corrupt", rp->path, bad);
         return SHOAL_ECORRUPT;
     }
-    if ((rc = replay_records(rp, seg, buf, len, &stop, &ended)) != SHOAL_OK)
+    if ((rc = replay_records(rp, seg, buf, len, &st)) != SHOAL_OK)
         return rc;
-    if (ended)
+    if (st.ended)
         return SHOAL_OK;
     if (newest)
-        return end_newest(rp, buf, len, stop);
+        return end_newest(rp, seg->seq, buf, len, &st);
     slog(SLOG_ERR, "wal",
          "%s: bad or missing record at offset %zu of a finished segment: "
          "corrupt",
-         rp->path, stop);
+         rp->path, st.off);
     return SHOAL_ECORRUPT;
 }
 
@@ -1158,7 +1270,46 @@ sync_cur(wal *w, wprog *g)
         return rc;
     }
     w->cur_dirty = false;
+    w->synced_end = w->cur_end;
     return SHOAL_OK;
+}
+
+/* Claim the current segment's durable frontier: write the next slot with
+ * what the last fdatasync covered, if that is news -- and, unless forced,
+ * if the last claim is WAL_CLAIM_NS old: a slot is a second page for the
+ * fdatasync to write (measured: 9% fewer fdatasyncs/s on a virtio disk), so
+ * under load only one batch in WAL_CLAIM_NS carries one. The write needs
+ * no fdatasync of its own (the claim is true before it lands); the next
+ * one covers it, and no second claim is written before that (see the
+ * invariants), so the other slot always holds a synced claim. */
+static shoal_err
+claim_frontier(wal *w, bool force)
+{
+    uint8_t slot[WAL_SLOT_LEN];
+
+    if (w->synced_end <= w->claimed || w->slot_gen == UINT32_MAX)
+        return SHOAL_OK;
+    uint64_t now = clock_mono_ns();
+    if (!force && w->claim_ns != 0 && now - w->claim_ns < WAL_CLAIM_NS)
+        return SHOAL_OK;
+    uint32_t gen = w->slot_gen + 1;
+    slot_encode(w->cur_seq, w->synced_end, gen, slot);
+    shoal_err rc = write_at(w, slot, sizeof slot, slot_off(gen));
+    if (rc != SHOAL_OK)
+        return rc;
+    w->slot_gen = gen;
+    w->claimed = w->synced_end;
+    w->claim_ns = now;
+    return SHOAL_OK;
+}
+
+/* A fresh segment: no record, no claim. */
+static void
+frontier_reset(wal *w)
+{
+    w->cur_end = w->synced_end = w->claimed = WAL_SEG_HDR;
+    w->slot_gen = 0;
+    w->claim_ns = 0;
 }
 
 /* The current segment now ends with its SEG_END: make it durable, then move
@@ -1172,10 +1323,16 @@ switch_segment(wal *w, wprog *g)
     SH_ASSERT(w->spare_fd >= 0 && w->spare_seq == w->cur_seq + 1);
     g->switched = true;
     g->finished_seq = w->cur_seq;
+    /* Finished: claim its end. Left unsynced -- recovery reads the slots of
+     * the newest segment only, and this one ends with a durable SEG_END. */
+    if ((rc = claim_frontier(w, true)) != SHOAL_OK)
+        return rc;
     fs_close(w->fs, w->cur_fd);
     w->cur_fd = w->spare_fd;
     w->cur_seq = w->spare_seq;
     w->spare_fd = -1;
+    w->cur_dirty = false; /* the spare was synced when made */
+    frontier_reset(w);
     return SHOAL_OK;
 }
 
@@ -1189,6 +1346,11 @@ write_out(wal *w, wprog *g)
     SH_ASSERT(b->seq == w->cur_seq);
     if ((rc = write_at(w, b->data, n1, b->off)) != SHOAL_OK)
         return rc;
+    w->cur_end = b->off + n1;
+    /* The last fdatasync's frontier rides with this batch, before its own
+     * fdatasync: no extra fdatasync. */
+    if ((rc = claim_frontier(w, false)) != SHOAL_OK)
+        return rc;
     g->written = b->has_switch ? b->split_ticket : b->end_ticket;
     if (!b->has_switch)
         return SHOAL_OK;
@@ -1199,6 +1361,7 @@ write_out(wal *w, wprog *g)
         return SHOAL_OK;
     if ((rc = write_at(w, b->data + n1, b->len - n1, WAL_SEG_HDR)) != SHOAL_OK)
         return rc;
+    w->cur_end = WAL_SEG_HDR + (b->len - n1);
     g->written = b->end_ticket;
     return SHOAL_OK;
 }
@@ -1424,6 +1587,7 @@ start_fresh(wal *w)
     seg_push(w, seg);
     w->cur_seq = w->fill_seq;
     w->fill_off = WAL_SEG_HDR;
+    frontier_reset(w);
     w->last_sync_ns = clock_mono_ns();
     return SHOAL_OK;
 }
@@ -1460,6 +1624,21 @@ done:
 
 static shoal_err buf_put(wal *w, const uint8_t *bytes, size_t len);
 
+/* After the writer's last fdatasync (no writer runs): claim the end, so a
+ * flip anywhere in the closed segment is reported, and sync the claim. A
+ * failure here loses nothing: the older claim still holds. */
+static void
+close_claim(wal *w)
+{
+    wprog g = {0};
+
+    if (w->failed != SHOAL_OK || w->cur_fd < 0 || w->cur_dirty ||
+        w->synced_end <= w->claimed)
+        return;
+    if (claim_frontier(w, true) == SHOAL_OK)
+        (void) sync_cur(w, &g);
+}
+
 void
 wal_close(wal *w)
 {
@@ -1480,6 +1659,7 @@ wal_close(wal *w)
     unlock(w);
     if (w->thread_started)
         pthread_join(w->thread, NULL);
+    close_claim(w);
     wal_free(w);
 }
 
@@ -1816,8 +1996,7 @@ wal_gc(wal *w, const uint64_t *keep_lsn, unsigned *n_deleted)
         shoal_err e = fs_unlink(w->fs, path);
         v[i].gone = e == SHOAL_OK || e == SHOAL_ENOTFOUND;
         if (!v[i].gone && rc == SHOAL_OK) {
-            slog(SLOG_WARN, "wal", "delete %s: %s", path,
-                 shoal_strerror(e));
+            slog(SLOG_WARN, "wal", "delete %s: %s", path, shoal_strerror(e));
             rc = e;
         }
     }

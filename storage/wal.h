@@ -2,18 +2,38 @@
  * wal.h -- the node's write-ahead log: one log for all shards, in segments,
  * appended by one writer thread with group commit.
  *
- * Segment file "wal-<seq:016x>.log":
- *   header (32 bytes): "SHOALWAL" | u32 version (1) | u32 header_len (32) |
- *                      u64 seq | u32 reserved (0) | u32 crc32(bytes 0..27)
- *   records, back to back, then zeros (segments are preallocated).
+ * Segment file "wal-<seq:016x>.log", format version 2 (version 1 files,
+ * which had no frontier slots, are refused with SHOAL_ECORRUPT):
+ *   header (WAL_SEG_HDR = 64 bytes):
+ *     0  "SHOALWAL" | u32 version (2) | u32 header_len (64) | u64 seq |
+ *        u32 reserved (0) | u32 crc32(bytes 0..27)
+ *     32 frontier slot A, 48 frontier slot B (WAL_SLOT_LEN = 16 bytes each):
+ *        u64 frontier | u32 generation | u32 crc
+ *        crc = crc32 over the segment's u64 seq (little-endian), then the
+ *        slot's first 12 bytes, so a slot copied from another segment does
+ *        not validate. Odd generations live in slot A, even ones in B; 0
+ *        (all zeros, as preallocated) is no claim.
+ *   records, back to back from offset 64, then zeros (segments are
+ *   preallocated).
  * Record (DESIGN §7), little-endian, WAL_REC_HDR = 23 bytes of header:
  *   u32 len (payload bytes) | u32 crc32 | u8 type | u16 shard |
  *   u32 shard_epoch | u64 lsn | payload
  *   crc = zlib crc32 over type..payload (everything after the crc field).
- * A segment that is not the newest ends with a WAL_REC_SEG_END record; in
- * the newest one, a bad record with no valid record after it is a torn tail
- * (cut, and a SEG_END written in its place); a bad record anywhere else is
- * corruption (SHOAL_ECORRUPT, logged with file and offset).
+ *
+ * Durable frontier: a valid slot claiming F says "an fdatasync covering
+ * bytes [0, F) of this segment returned"; it is written only after that
+ * fdatasync, so it is true even if the slot write itself never reached the
+ * disk. The segment's frontier is the largest valid claim (64 if none).
+ * The writer claims with the batch after an fdatasync, at most once per
+ * WAL_CLAIM_NS, and claims a segment's end when it finishes or closes it.
+ * Recovery: a segment that is not the newest must end with a
+ * WAL_REC_SEG_END record, and any bad record in it is corruption. In the
+ * newest, the first bad or short record at offset X is corruption
+ * (SHOAL_ECORRUPT, logged with file and offset) if X < F -- acknowledged
+ * data was damaged, and is never silently cut -- and otherwise a torn tail,
+ * cut at X whatever follows (a SEG_END is written in its place). A file
+ * shorter than its frontier was truncated: a record cut by the end of the
+ * file is then cut too (logged as lost acknowledged records).
  *
  * WAL_REC_OPS payload: u32 n | n x op, op =
  *   u8 kind (WAL_OP_PUT / WAL_OP_DEL) | u64 expire_at | u32 klen | u32 vlen |
@@ -46,13 +66,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WAL_REC_HDR      23u
-#define WAL_SEG_HDR      32u
-#define WAL_REC_OPS      1 /* data: a list of ops */
-#define WAL_REC_SEG_END  2 /* end of a finished segment */
-#define WAL_OP_PUT       1
-#define WAL_OP_DEL       2
-#define WAL_OP_HDR       17u /* kind + expire_at + klen + vlen */
+#define WAL_REC_HDR     23u
+#define WAL_SEG_HDR     64u /* fixed header + two frontier slots */
+#define WAL_SEG_SLOTS   32u /* offset of frontier slot A; B follows */
+#define WAL_SLOT_LEN    16u
+#define WAL_CLAIM_NS    10000000u /* least time between two claims (10 ms) */
+#define WAL_REC_OPS     1         /* data: a list of ops */
+#define WAL_REC_SEG_END 2         /* end of a finished segment */
+#define WAL_OP_PUT      1
+#define WAL_OP_DEL      2
+#define WAL_OP_HDR      17u /* kind + expire_at + klen + vlen */
 
 typedef struct wal wal;
 
@@ -113,13 +136,13 @@ shoal_err wal_rec_decode(const uint8_t *buf, size_t avail, size_t max_len,
 /* --- the log ------------------------------------------------------------ */
 
 typedef struct wal_opts {
-    fs *fs;                 /* default fs_posix() */
-    const char *dir;        /* existing directory */
-    uint64_t segment_bytes; /* preallocated segment size, default 64 MiB */
-    size_t max_record_bytes;/* largest record accepted; <= segment_bytes/2 */
-    wal_fsync fsync;        /* default always */
-    uint32_t interval_ms;   /* for WAL_FSYNC_INTERVAL, default 100 */
-    uint32_t n_shards;      /* shard ids are < n_shards */
+    fs *fs;                  /* default fs_posix() */
+    const char *dir;         /* existing directory */
+    uint64_t segment_bytes;  /* preallocated segment size, default 64 MiB */
+    size_t max_record_bytes; /* largest record accepted; <= segment_bytes/2 */
+    wal_fsync fsync;         /* default always */
+    uint32_t interval_ms;    /* for WAL_FSYNC_INTERVAL, default 100 */
+    uint32_t n_shards;       /* shard ids are < n_shards */
 } wal_opts;
 
 void wal_opts_default(wal_opts *o);
@@ -136,8 +159,10 @@ typedef struct wal_recovery {
 } wal_recovery;
 
 /* Recover the log in o->dir (replaying every data record through cb), cut a
- * torn tail, then start the writer thread on a fresh segment. *info may be
- * NULL. SHOAL_ECORRUPT (mid-log corruption; file and offset logged),
+ * torn tail (whatever lies beyond the newest segment's durable frontier),
+ * then start the writer thread on a fresh segment. *info may be NULL.
+ * SHOAL_ECORRUPT (a bad record inside the durable region or in a finished
+ * segment, a bad or version 1 header; file and offset logged),
  * SHOAL_EINVAL (bad options), SHOAL_EIO, SHOAL_ENOSPC, SHOAL_ENOMEM, or
  * whatever cb returned. On failure nothing runs and *out is NULL. */
 shoal_err wal_open(const wal_opts *o, wal_replay_cb cb, void *arg, wal **out,
@@ -153,9 +178,8 @@ void wal_close(wal *w);
  * wal_wait/wal_notify. SHOAL_ETOOLARGE (record over max_record_bytes),
  * SHOAL_ENOSPC (no preallocated room left; nothing appended),
  * SHOAL_EREADONLY (after a failure), SHOAL_ECLOSED, SHOAL_ENOMEM. */
-shoal_err wal_append(wal *w, uint16_t shard, uint32_t shard_epoch,
-                     uint64_t lsn, const wal_op *ops, size_t n,
-                     uint64_t *ticket_out);
+shoal_err wal_append(wal *w, uint16_t shard, uint32_t shard_epoch, uint64_t lsn,
+                     const wal_op *ops, size_t n, uint64_t *ticket_out);
 
 /* Block until ticket is committed (durable: until fdatasync covers it,
  * whatever the policy). SHOAL_OK, or the sticky error (SHOAL_EIO /
@@ -184,15 +208,15 @@ bool wal_is_committed(wal *w, uint64_t ticket);
 shoal_err wal_gc(wal *w, const uint64_t *keep_lsn, unsigned *n_deleted);
 
 typedef struct wal_stats {
-    uint64_t records;       /* appended since open */
-    uint64_t bytes;         /* appended since open */
-    uint64_t fsyncs;        /* fdatasync calls */
-    uint64_t batches;       /* writer batches (group commits) */
+    uint64_t records; /* appended since open */
+    uint64_t bytes;   /* appended since open */
+    uint64_t fsyncs;  /* fdatasync calls */
+    uint64_t batches; /* writer batches (group commits) */
     uint64_t max_batch_records;
-    uint64_t segments;      /* segment files present */
+    uint64_t segments; /* segment files present */
     uint64_t segments_deleted;
-    uint64_t durable_ticket;/* everything up to here is fsynced */
-    shoal_err failed;       /* sticky error, SHOAL_OK when healthy */
+    uint64_t durable_ticket; /* everything up to here is fsynced */
+    shoal_err failed;        /* sticky error, SHOAL_OK when healthy */
 } wal_stats;
 
 void wal_get_stats(wal *w, wal_stats *out);

@@ -6,15 +6,22 @@
  *       and wal_ops_next over each payload, and over the body as a payload.
  *       A decoded record must re-encode to the same bytes.
  *   (b) The body as the records of segment files on fs_mem (after a valid
- *       header, or the body's first 32 bytes as the header with F_RAW_HDR),
- *       recovered by wal_open. Replayed records must decode as ops; a log
- *       that recovered must reopen to the same records (recovery is
- *       idempotent), and take an append.
+ *       header, or the body's first WAL_SEG_HDR bytes as the header and
+ *       frontier slots with F_RAW_HDR), recovered by wal_open. Replayed
+ *       records must decode as ops; a log that recovered must reopen to the
+ *       same records (recovery is idempotent), and take an append.
+ *   (c) With F_SLOTS and one segment, the outcome must be the one the
+ *       frontier rule of wal.h predicts (computed here independently): a
+ *       bad record below the claimed frontier is SHOAL_ECORRUPT, anything
+ *       else opens.
  *
- * Flags: F_FIX_CRC recomputes each record's crc (and the header's) after
- * mutation, so half the inputs get past the checksums (TESTING.md);
- * F_TWO_SEGS splits the body into two segments at the offset in the next
- * two bytes, so the finished-segment rules run too.
+ * Flags: F_FIX_CRC recomputes each record's crc (and the header's and the
+ * slots') after mutation, so half the inputs get past the checksums
+ * (TESTING.md); F_TWO_SEGS splits the body into two segments at the offset
+ * in the next two bytes, so the finished-segment rules run too; F_SLOTS
+ * (without F_RAW_HDR) takes two claims (u64 frontier, u32 generation) from
+ * the next 24 bytes and writes them as valid slots, so the frontier rules
+ * get inputs past the slot crcs.
  *
  * The seed corpus (tests/fuzz/corpus/wal) is written by the unit test with
  * SHOAL_WAL_CORPUS=<dir>.
@@ -22,6 +29,7 @@
 #include "storage/wal.h"
 
 #include "proto/bytes.h"
+#include "proto/mem.h"
 #include "proto/slog.h"
 #include "tests/support/fs_mem.h"
 
@@ -35,6 +43,9 @@
 #define F_FIX_CRC  0x01
 #define F_RAW_HDR  0x02
 #define F_TWO_SEGS 0x04
+#define F_SLOTS    0x08
+#define SLOT_SPECS 24u /* F_SLOTS: 2 x (u64 frontier, u32 generation) */
+#define N_SHARDS   8u
 #define SEG_BYTES  4096u
 #define MAX_BODY   (1u << 16)
 
@@ -116,16 +127,58 @@ static void
 make_header(uint8_t *h, uint64_t seq)
 {
     memcpy(h, "SHOALWAL", 8);
-    put_u32(h + 8, 1);
+    put_u32(h + 8, 2);
     put_u32(h + 12, WAL_SEG_HDR);
     put_u64(h + 16, seq);
     put_u32(h + 24, 0);
     put_u32(h + 28, (uint32_t) crc32_z(0, h, 28));
 }
 
-/* Write one segment file: header (made, or raw from the body) + body. */
+/* The crc of a frontier slot of segment seq (wal.h). */
+static uint32_t
+slot_crc(uint64_t seq, const uint8_t *slot)
+{
+    uint8_t salt[8];
+    put_u64(salt, seq);
+    return (uint32_t) crc32_z(crc32_z(0, salt, 8), slot, 12);
+}
+
 static void
-put_seg(fs *f, uint64_t seq, const uint8_t *body, size_t len, unsigned flags)
+fix_slot_crcs(uint8_t *img, uint64_t seq)
+{
+    for (unsigned i = 0; i < 2; i++) {
+        uint8_t *s = img + WAL_SEG_SLOTS + i * WAL_SLOT_LEN;
+        put_u32(s + 12, slot_crc(seq, s));
+    }
+}
+
+/* F_SLOTS: two valid claims from spec, each frontier inside or just past
+ * the file (img_len bytes), generations of the parity of their slot (a
+ * generation 0 stays "no claim"). Returns the frontier they claim. */
+static uint64_t
+make_slots(uint8_t *img, size_t img_len, uint64_t seq, const uint8_t *spec)
+{
+    uint64_t frontier = WAL_SEG_HDR;
+    for (unsigned i = 0; i < 2; i++) {
+        uint8_t *s = img + WAL_SEG_SLOTS + i * WAL_SLOT_LEN;
+        uint64_t off = WAL_SEG_HDR + get_u64(spec + 12 * i) % (img_len + 64);
+        uint32_t raw = get_u32(spec + 12 * i + 8);
+        /* Odd generations in slot A, even ones in B. */
+        uint32_t gen = i == 0 ? (raw == 0 ? 0 : raw | 1u) : raw & ~1u;
+        put_u64(s, off);
+        put_u32(s + 8, gen);
+        put_u32(s + 12, slot_crc(seq, s));
+        if (gen != 0 && off > frontier)
+            frontier = off;
+    }
+    return frontier;
+}
+
+/* Write one segment file: header (made, or raw from the body) + body.
+ * *frontier gets the claim F_SLOTS made (0: none made). */
+static void
+put_seg(fs *f, uint64_t seq, const uint8_t *body, size_t len, unsigned flags,
+        const uint8_t *slots, uint64_t *frontier)
 {
     char path[64];
     uint8_t *img = malloc(WAL_SEG_HDR + len + 1);
@@ -134,14 +187,19 @@ put_seg(fs *f, uint64_t seq, const uint8_t *body, size_t len, unsigned flags)
     if (img == NULL)
         abort();
     memset(img, 0, WAL_SEG_HDR);
+    *frontier = 0;
     if ((flags & F_RAW_HDR) && len >= WAL_SEG_HDR) {
         memcpy(img, body, WAL_SEG_HDR);
         body += WAL_SEG_HDR;
         len -= WAL_SEG_HDR;
-        if (flags & F_FIX_CRC)
+        if (flags & F_FIX_CRC) {
             put_u32(img + 28, (uint32_t) crc32_z(0, img, 28));
+            fix_slot_crcs(img, get_u64(img + 16));
+        }
     } else {
         make_header(img, seq);
+        if (slots != NULL)
+            *frontier = make_slots(img, WAL_SEG_HDR + len, seq, slots);
     }
     memcpy(img + WAL_SEG_HDR, body, len);
     if (flags & F_FIX_CRC)
@@ -152,6 +210,38 @@ put_seg(fs *f, uint64_t seq, const uint8_t *body, size_t len, unsigned flags)
         abort();
     fs_close(f, fd);
     free(img);
+}
+
+/* (c) What recovering the single segment at path must return, by the rule
+ * of wal.h: replay to the first SEG_END or bad record X (a record naming a
+ * shard out of range is corruption); then X < frontier is corruption,
+ * unless the record at X runs past the end of a file shorter than the
+ * frontier (truncated). A file with nothing past the fixed header is
+ * dropped, and opens. */
+static shoal_err
+predict(fs *f, const char *path, uint64_t frontier)
+{
+    uint8_t *img = NULL;
+    size_t len = 0, pos = WAL_SEG_HDR, used;
+    wal_rec r;
+    shoal_err drc, want = SHOAL_OK;
+
+    if (fs_read_all(f, path, MAX_BODY * 2, &img, &len) != SHOAL_OK)
+        abort();
+    while ((drc = wal_rec_decode(img + pos, len - pos, SIZE_MAX, &r, &used)) ==
+               SHOAL_OK &&
+           r.type != WAL_REC_SEG_END) {
+        if (r.shard >= N_SHARDS) {
+            want = SHOAL_ECORRUPT;
+            break;
+        }
+        pos += used;
+    }
+    if (want == SHOAL_OK && drc != SHOAL_OK && pos < frontier &&
+        !(drc == SHOAL_EINVAL && len < frontier))
+        want = SHOAL_ECORRUPT;
+    mem_free(img);
+    return want;
 }
 
 typedef struct seen {
@@ -188,7 +278,7 @@ open_log(fs *f, seen *s, uint64_t want_n, wal **w)
     o.fs = f;
     o.dir = "/w";
     o.segment_bytes = SEG_BYTES;
-    o.n_shards = 8;
+    o.n_shards = N_SHARDS;
     *s = (seen){.want_n = want_n};
     return wal_open(&o, replay_cb, s, w, NULL);
 }
@@ -214,13 +304,16 @@ check_reopen(fs *f, wal *w, const seen *first)
         abort();
 }
 
-/* (b) */
+/* (b), (c) */
 static void
-recover_body(const uint8_t *body, size_t len, unsigned flags, size_t split)
+recover_body(const uint8_t *body, size_t len, unsigned flags, size_t split,
+             const uint8_t *slots)
 {
     fs_mem *m = NULL;
     wal *w = NULL;
     seen s;
+    uint64_t frontier;
+    shoal_err want = SHOAL_OK;
 
     if (fs_mem_open(&m) != SHOAL_OK)
         abort();
@@ -229,12 +322,17 @@ recover_body(const uint8_t *body, size_t len, unsigned flags, size_t split)
         abort();
     if (flags & F_TWO_SEGS) {
         split = split < len ? split : len;
-        put_seg(f, 1, body, split, flags);
-        put_seg(f, 2, body + split, len - split, flags & ~F_RAW_HDR);
+        put_seg(f, 1, body, split, flags, slots, &frontier);
+        put_seg(f, 2, body + split, len - split, flags & ~F_RAW_HDR, slots,
+                &frontier);
     } else {
-        put_seg(f, 1, body, len, flags);
+        put_seg(f, 1, body, len, flags, slots, &frontier);
+        if (frontier != 0)
+            want = predict(f, "/w/wal-0000000000000001.log", frontier);
     }
     shoal_err rc = open_log(f, &s, 0, &w);
+    if (frontier != 0 && !(flags & F_TWO_SEGS) && rc != want)
+        abort();
     if (rc == SHOAL_OK)
         check_reopen(f, w, &s);
     else if (w != NULL || (rc != SHOAL_ECORRUPT && rc != SHOAL_EIO))
@@ -255,10 +353,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned flags = data[0];
     size_t split = size >= 3 ? get_u16(data + 1) : 0;
     const uint8_t *body = data + 1;
+    const uint8_t *slots = NULL;
     size_t len = size - 1;
     if ((flags & F_TWO_SEGS) && len >= 2) {
         body += 2;
         len -= 2;
+    }
+    if ((flags & F_SLOTS) && !(flags & F_RAW_HDR) && len >= SLOT_SPECS) {
+        slots = body;
+        body += SLOT_SPECS;
+        len -= SLOT_SPECS;
     }
     uint8_t *copy = malloc(len + 1);
     if (copy == NULL)
@@ -268,6 +372,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fix_crcs(copy, len);
     decode_stream(copy, len);
     free(copy);
-    recover_body(body, len, flags, split);
+    recover_body(body, len, flags, split, slots);
     return 0;
 }

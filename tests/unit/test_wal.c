@@ -7,12 +7,24 @@
  *    each fsync policy, and appending after a reopen;
  *  - group commit under fsync=always with concurrent appenders: every
  *    acknowledged ticket survives a power loss (fs_mem crash clone);
+ *  - power cuts (TESTING G5, the durable frontier of wal.h): 500
+ *    FS_CRASH_RANDOM images per fsync policy, taken while 8 appenders
+ *    append and wait, behind a device with fdatasync latency: each opens
+ *    (never SHOAL_ECORRUPT) with every acknowledged record; and by hand, an
+ *    unsynced tail with a garbled record before intact ones, and a torn
+ *    record whose user value holds an encoded record: both cut;
  *  - wal_notify: every callback fires exactly once;
- *  - TESTING G3: the segment truncated at every byte offset, and zeroed from
- *    every offset on, recovers exactly the longest whole prefix;
- *  - TESTING G4: every single-bit flip of the last three records and of the
- *    header is detected: a flip in the final record is cut as a torn tail,
- *    any other gives SHOAL_ECORRUPT (also in a finished segment);
+ *  - TESTING G3: the segment truncated at every byte offset (inside the
+ *    durable region too) recovers exactly the longest whole prefix; zeroed
+ *    from every offset on, it does beyond the frontier and is reported
+ *    inside it;
+ *  - TESTING G4: every single-bit flip of the header, the frontier slots
+ *    and the records, in a log synced record by record, in one whose last
+ *    records lie beyond the frontier (a crash image), and in one closed
+ *    cleanly (frontier = end): a flip in a record below the frontier is
+ *    SHOAL_ECORRUPT, beyond it a cut at that record; a slot flip falls back
+ *    and loses nothing; a finished segment reports any flip; a version 1
+ *    segment is refused;
  *  - wal_gc deletes exactly the finished segments the keep LSNs cover;
  *  - TESTING G6 with fs_mem: the k-th I/O call fails (EIO / ENOSPC, once or
  *    forever, short writes): no crash, sticky SHOAL_EREADONLY and errors,
@@ -815,10 +827,10 @@ assert_shard_prefixes(const got *g, const uint64_t *floor, int n_shards)
     }
 }
 
-/* Recover a crash image of d->m taken now into g. */
+/* Recover a crash image of d->m taken now into g (and *ri, may be NULL). */
 static shoal_err
 crash_image_open(const tdir *d, const wal_opts *o, fs_crash_mode mode,
-                 uint64_t seed, got *g)
+                 uint64_t seed, got *g, wal_recovery *ri)
 {
     fs_mem *img = NULL;
     wal *wi = NULL;
@@ -826,7 +838,7 @@ crash_image_open(const tdir *d, const wal_opts *o, fs_crash_mode mode,
 
     assert_int_equal(fs_mem_crash_clone(d->m, mode, seed, &img), SHOAL_OK);
     oi.fs = fs_mem_fs(img);
-    shoal_err rc = wal_open(&oi, collect, g, &wi, NULL);
+    shoal_err rc = wal_open(&oi, collect, g, &wi, ri);
     wal_close(wi);
     fs_mem_close(img);
     return rc;
@@ -838,34 +850,24 @@ static void
 crash_images_while_running(const tdir *d, const wal_opts *o, gthread *th)
 {
     got g = {0};
-    int garbled = 0, images = 0;
 
     for (int round = 0; round < 200; round++) {
         uint64_t floor[GC_THREADS];
         for (int i = 0; i < GC_THREADS; i++)
             floor[i] = atomic_load(&th[i].acked);
         fs_crash_mode mode = (fs_crash_mode) (round % 4);
-        shoal_err rc = crash_image_open(d, o, mode, (uint64_t) round, &g);
-        /* FS_CRASH_RANDOM may garble the middle of the unsynced batch and
-         * keep whole records after it: by the format's rule (a valid
-         * record after a bad one) that is reported as corruption, never
-         * silently cut. Every other image must open. */
-        if (rc == SHOAL_ECORRUPT && mode == FS_CRASH_RANDOM) {
-            garbled++;
-        } else {
-            assert_int_equal(rc, SHOAL_OK);
-            assert_shard_prefixes(&g, floor, GC_THREADS);
-            images++;
-        }
+        /* Every image opens: whatever a power cut does to the unsynced
+         * batch is beyond the durable frontier, a tail to cut. */
+        assert_int_equal(
+            crash_image_open(d, o, mode, (uint64_t) round, &g, NULL), SHOAL_OK);
+        assert_shard_prefixes(&g, floor, GC_THREADS);
         got_clear(&g);
         if (round % 8 == 0) {
             struct timespec ts = {0, 1000 * 1000};
             nanosleep(&ts, NULL);
         }
     }
-    printf("# group commit: %d crash images recovered, %d garbled "
-           "(FS_CRASH_RANDOM) reported as corruption\n",
-           images, garbled);
+    printf("# group commit: 200 crash images recovered\n");
 }
 
 static void
@@ -909,8 +911,9 @@ group_commit_run(tdir *d, bool crash_images)
         pthread_join(tid[i], NULL);
     group_commit_stats(d, w);
     if (d->m != NULL) {
-        assert_int_equal(crash_image_open(d, &o, FS_CRASH_DROP_UNSYNCED, 1, &g),
-                         SHOAL_OK);
+        assert_int_equal(
+            crash_image_open(d, &o, FS_CRASH_DROP_UNSYNCED, 1, &g, NULL),
+            SHOAL_OK);
         assert_shard_prefixes(&g, all, GC_THREADS);
         got_clear(&g);
     }
@@ -1007,23 +1010,52 @@ test_wal_notify_fires_once(void **state)
 
 #define IMG_N   20
 #define IMG_SEG (16u << 10)
+#define HOUR_MS 3600000u /* an fsync interval that never fires in a test */
 
 typedef struct image {
     uint8_t *crash;      /* the segment as a power cut could leave it */
     uint8_t *clean;      /* the same after wal_close (ends with SEG_END) */
     size_t len;          /* bytes of either */
     size_t b[IMG_N + 1]; /* record k spans [b[k], b[k+1]) */
+    uint64_t f_crash;    /* the durable frontier the crash image claims */
+    uint64_t f_clean;    /* ... and the clean one: its end */
 } image;
 
-/* Write IMG_N records to a fresh log in d; capture the segment. */
+/* The frontier the slots of a segment image of seq claim (WAL_SEG_HDR if
+ * none): the layout of wal.h, read independently of wal.c. */
+static uint64_t
+claim_of(const uint8_t *seg, uint64_t seq)
+{
+    uint64_t best = WAL_SEG_HDR;
+    uint8_t salt[8];
+    put_u64(salt, seq);
+    for (unsigned i = 0; i < 2; i++) {
+        const uint8_t *s = seg + WAL_SEG_SLOTS + i * WAL_SLOT_LEN;
+        uint32_t gen = get_u32(s + 8);
+        uint32_t crc = (uint32_t) crc32_z(crc32_z(0, salt, 8), s, 12);
+        if (gen == 0 || (gen & 1u) != (i == 0 ? 1u : 0u) ||
+            get_u32(s + 12) != crc)
+            continue;
+        if (get_u64(s) > best)
+            best = get_u64(s);
+    }
+    return best;
+}
+
+/* Write IMG_N records to a fresh log in d and capture the segment. Records
+ * [0, n_durable) are each waited for durably (one batch and fdatasync
+ * each, WAL_CLAIM_NS apart so each next batch claims); the rest only reach
+ * the OS (fsync=interval, an interval that never fires), so they lie beyond
+ * the durable frontier. */
 static void
-image_make(const tdir *d, image *im)
+image_make(const tdir *d, image *im, int n_durable)
 {
     wal *w = NULL;
     wal_opts o;
     spec *s = malloc(sizeof *s);
     assert_non_null(s);
-    opts_for(&o, d, IMG_SEG, WAL_FSYNC_ALWAYS);
+    opts_for(&o, d, IMG_SEG, WAL_FSYNC_INTERVAL);
+    o.interval_ms = HOUR_MS;
     assert_int_equal(wal_open(&o, NULL, NULL, &w, NULL), SHOAL_OK);
     im->b[0] = WAL_SEG_HDR;
     for (int i = 0; i < IMG_N; i++) {
@@ -1031,7 +1063,11 @@ image_make(const tdir *d, image *im)
         spec_fill(s, (uint64_t) i, 4, 60);
         im->b[i + 1] = im->b[i] + spec_rec_len(s);
         assert_int_equal(spec_append(w, s, &t), SHOAL_OK);
-        assert_int_equal(wal_wait(w, t, true), SHOAL_OK);
+        assert_int_equal(wal_wait(w, t, i < n_durable), SHOAL_OK);
+        if (i < n_durable) {
+            struct timespec ts = {0, (long) WAL_CLAIM_NS + 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     free(s);
     assert_true(im->b[IMG_N] < IMG_SEG / 2); /* one segment, no rotation */
@@ -1041,9 +1077,18 @@ image_make(const tdir *d, image *im)
     im->clean = tdir_read(d, SEG1, &len);
     assert_int_equal(len, im->len);
     assert_int_equal(len, IMG_SEG);
-    assert_memory_equal(im->crash, im->clean, im->b[IMG_N]);
+    assert_memory_equal(im->crash, im->clean, WAL_SEG_SLOTS);
+    assert_memory_equal(im->crash + WAL_SEG_HDR, im->clean + WAL_SEG_HDR,
+                        im->b[IMG_N] - WAL_SEG_HDR);
     assert_int_equal(im->clean[im->b[IMG_N] + 8], WAL_REC_SEG_END);
     assert_true(im->crash[im->b[IMG_N] + 8] == 0);
+    /* The claims: batch k carries what the fdatasync of batch k - 1
+     * covered; wal_close claims the end. */
+    int last_claim = n_durable < IMG_N ? n_durable : IMG_N - 1;
+    im->f_crash = im->b[last_claim];
+    im->f_clean = im->b[IMG_N] + WAL_REC_HDR;
+    assert_int_equal(claim_of(im->crash, 1), im->f_crash);
+    assert_int_equal(claim_of(im->clean, 1), im->f_clean);
 }
 
 static void
@@ -1083,6 +1128,41 @@ g3_zero_at(const image *im, size_t x, bool all)
     return all || k >= IMG_N - 1 || x - im->b[k] <= 1 || im->b[k + 1] - x <= 1;
 }
 
+/* The log names the file, the offset of the bad record and the frontier. */
+static void
+assert_logged_durable(size_t off, uint64_t frontier)
+{
+    char at[64], region[96];
+    snprintf(at, sizeof at, "offset %zu,", off);
+    snprintf(region, sizeof region, "durable region ending at %" PRIu64,
+             frontier);
+    assert_logged(SEG1, at);
+    assert_logged(SEG1, region);
+}
+
+/* Zeroed from x on (preallocated: the size stays): a tail beyond the
+ * frontier is cut to the longest whole prefix; zeros inside it are lost
+ * acknowledged data, reported. */
+static void
+g3_zeroed(const tdir *d, const image *im, uint8_t *z, size_t x)
+{
+    got g = {0};
+    wal_recovery ri;
+    size_t k = whole_before(im, x);
+    memcpy(z, im->crash, x);
+    memset(z + x, 0, im->len - x);
+    shoal_err rc = image_try(d, z, im->len, &g, &ri);
+    if (im->b[k] < im->f_crash) {
+        assert_int_equal(rc, SHOAL_ECORRUPT);
+        assert_logged_durable(im->b[k], im->f_crash);
+    } else {
+        assert_int_equal(rc, SHOAL_OK);
+        assert_got(&g, NULL, k, 4, 60);
+        assert_true(ri.torn_bytes <= x - im->b[k]);
+    }
+    got_clear(&g);
+}
+
 /* zero_all: the zeroing variant at every offset too (else only in the last
  * record and next to record boundaries; the truncation variant always runs
  * at every offset). */
@@ -1096,23 +1176,16 @@ g3_run(const tdir *d, const image *im, bool zero_all)
     size_t end = im->b[IMG_N] + WAL_REC_HDR;
     for (size_t x = WAL_SEG_HDR; x <= end; x++) {
         size_t k = whole_before(im, x);
-        /* Truncated at x. */
+        /* Truncated at x, inside the durable region or not: the file ends
+         * there, what is gone is gone, the whole prefix stays. */
         assert_int_equal(image_try(d, im->crash, x, &g, &ri), SHOAL_OK);
         assert_got(&g, NULL, k, 4, 60);
         assert_true(ri.torn_bytes <= x - im->b[k]);
-        /* Zeroed from x on (preallocated: the size stays). */
-        if (!g3_zero_at(im, x, zero_all))
-            continue;
-        memcpy(z, im->crash, x);
-        memset(z + x, 0, im->len - x);
-        assert_int_equal(image_try(d, z, im->len, &g, &ri), SHOAL_OK);
-        assert_got(&g, NULL, k, 4, 60);
-        assert_true(ri.torn_bytes <= x - im->b[k]);
-        /* The clean image cut inside or after its SEG_END. */
-        if (x >= im->b[IMG_N]) {
-            assert_int_equal(image_try(d, im->clean, x, &g, &ri), SHOAL_OK);
-            assert_got(&g, NULL, IMG_N, 4, 60);
-        }
+        /* The clean image cut anywhere, its SEG_END included. */
+        assert_int_equal(image_try(d, im->clean, x, &g, &ri), SHOAL_OK);
+        assert_got(&g, NULL, x < end ? k : IMG_N, 4, 60);
+        if (g3_zero_at(im, x, zero_all))
+            g3_zeroed(d, im, z, x);
     }
     /* After a cut the log takes appends and keeps them. */
     assert_int_equal(image_try(d, im->crash, im->b[5] + 7, &g, &ri), SHOAL_OK);
@@ -1135,16 +1208,46 @@ test_wal_g3_truncate_every_offset(void **state)
     image im;
     tdir_init(&src, fs_posix(), NULL, *state, "src");
     tdir_init(&d, fs_posix(), NULL, *state, "try");
-    image_make(&src, &im);
+    image_make(&src, &im, IMG_N);
     g3_run(&d, &im, tu_long());
     image_free(&im);
 }
 
-/* Flip each bit of buf[from, to) in turn; final: the range is the final
- * record (cut as torn), else a valid record follows (ECORRUPT). */
+/* What one bit flip at byte pos of img (claiming frontier f) must give:
+ * the fixed header is always corruption; a slot flip falls back to the
+ * other slot or to no frontier and loses nothing (the records are intact);
+ * a flip in record k (or the SEG_END, k = IMG_N) is corruption when the
+ * record starts inside the durable region, else a cut there. */
 static void
-g4_flips(const tdir *d, const image *im, const uint8_t *img, size_t from,
-         size_t to, size_t keep, bool cut)
+g4_expect(const image *im, uint64_t f, size_t pos, shoal_err rc, const got *g,
+          const wal_recovery *ri)
+{
+    size_t k = whole_before(im, pos);
+    if (pos < WAL_SEG_SLOTS) {
+        assert_int_equal(rc, SHOAL_ECORRUPT);
+        assert_logged(SEG1, "offset 0");
+    } else if (pos < WAL_SEG_HDR) {
+        assert_int_equal(rc, SHOAL_OK);
+        assert_got(g, NULL, IMG_N, 4, 60);
+    } else if (im->b[k] < f) {
+        if (rc != SHOAL_ECORRUPT)
+            fprintf(stderr,
+                    "# flip at byte %zu (record %zu, frontier %" PRIu64
+                    "): %s\n",
+                    pos, k, f, shoal_errname(rc));
+        assert_int_equal(rc, SHOAL_ECORRUPT);
+        assert_logged_durable(im->b[k], f);
+    } else {
+        assert_int_equal(rc, SHOAL_OK);
+        assert_got(g, NULL, k, 4, 60);
+        assert_true(ri->torn_bytes > 0);
+    }
+}
+
+/* Flip each bit of img[from, to) in turn. */
+static void
+g4_flips(const tdir *d, const image *im, const uint8_t *img, uint64_t f,
+         size_t from, size_t to)
 {
     uint8_t *m = malloc(im->len);
     got g = {0};
@@ -1155,34 +1258,52 @@ g4_flips(const tdir *d, const image *im, const uint8_t *img, size_t from,
         m[bit / 8] ^= (uint8_t) (1u << (bit % 8));
         shoal_err rc = image_try(d, m, im->len, &g, &ri);
         m[bit / 8] ^= (uint8_t) (1u << (bit % 8));
-        if (cut) {
-            assert_int_equal(rc, SHOAL_OK);
-            assert_got(&g, NULL, keep, 4, 60);
-            assert_true(ri.torn_bytes > 0);
-            continue;
-        }
-        if (rc != SHOAL_ECORRUPT)
-            fprintf(stderr, "# flip of bit %zu: %s\n", bit, shoal_errname(rc));
-        assert_int_equal(rc, SHOAL_ECORRUPT);
-        assert_logged(SEG1, "offset");
+        g4_expect(im, f, bit / 8, rc, &g, &ri);
     }
     got_clear(&g);
     free(m);
 }
 
+/* Two faults: a slot flip and a flip in record k. The frontier may fall
+ * back below record k, so it may be cut instead of reported, but recovery
+ * never replays anything but an exact prefix. */
 static void
-g4_run(const tdir *d, const image *im)
+g4_slot_and_record(const tdir *d, const image *im, const uint8_t *img, size_t k)
+{
+    uint8_t *m = malloc(im->len);
+    got g = {0};
+    wal_recovery ri;
+    assert_non_null(m);
+    for (size_t bit = WAL_SEG_SLOTS * 8; bit < WAL_SEG_HDR * 8; bit++) {
+        memcpy(m, img, im->len);
+        m[bit / 8] ^= (uint8_t) (1u << (bit % 8));
+        m[im->b[k] + 8] ^= 0x40; /* the type byte */
+        shoal_err rc = image_try(d, m, im->len, &g, &ri);
+        assert_true(rc == SHOAL_ECORRUPT || rc == SHOAL_OK);
+        if (rc == SHOAL_OK)
+            assert_got(&g, NULL, k, 4, 60);
+    }
+    got_clear(&g);
+    free(m);
+}
+
+/* Flip every bit of the header and slots, and of the records from record
+ * `from` on (the clean image's SEG_END included), of the crash image and,
+ * with clean, of the clean one. */
+static void
+g4_run(const tdir *d, const image *im, size_t from, bool clean)
 {
     const size_t *b = im->b;
-    /* The header: always corruption (the segment holds records). */
-    g4_flips(d, im, im->crash, 0, WAL_SEG_HDR, 0, false);
-    /* Records 17 and 18 of the crash image: record 19 follows. */
-    g4_flips(d, im, im->crash, b[IMG_N - 3], b[IMG_N - 1], 0, false);
-    /* The final record: cut, the 19 before it stay. */
-    g4_flips(d, im, im->crash, b[IMG_N - 1], b[IMG_N], IMG_N - 1, true);
-    /* Clean image: the SEG_END is final now; record 19 is not. */
-    g4_flips(d, im, im->clean, b[IMG_N - 1], b[IMG_N], 0, false);
-    g4_flips(d, im, im->clean, b[IMG_N], b[IMG_N] + WAL_REC_HDR, IMG_N, true);
+    g4_flips(d, im, im->crash, im->f_crash, 0, WAL_SEG_HDR);
+    g4_flips(d, im, im->crash, im->f_crash, b[from], b[IMG_N]);
+    g4_slot_and_record(d, im, im->crash, IMG_N - 2);
+    if (!clean)
+        return;
+    /* Closed cleanly, the frontier is the end: a flip anywhere in the
+     * records, the last one and the SEG_END included, is reported. */
+    g4_flips(d, im, im->clean, im->f_clean, 0, WAL_SEG_HDR);
+    g4_flips(d, im, im->clean, im->f_clean, b[from], b[IMG_N] + WAL_REC_HDR);
+    g4_slot_and_record(d, im, im->clean, IMG_N - 1);
 }
 
 static void
@@ -1192,27 +1313,33 @@ test_wal_g4_bit_flips(void **state)
     image im;
     tdir_init(&src, fs_posix(), NULL, *state, "src");
     tdir_init(&d, fs_posix(), NULL, *state, "try");
-    image_make(&src, &im);
-    g4_run(&d, &im);
+    image_make(&src, &im, IMG_N);
+    g4_run(&d, &im, IMG_N - 3, true);
     image_free(&im);
 }
 
-/* The same exhaustive runs on the in-memory fs (fast, so cheap to keep). */
+/* The same exhaustive runs on the in-memory fs (fast, so cheap to keep),
+ * for a log synced record by record, and for one whose last half only
+ * reached the OS (beyond the frontier: a crash image taken before close,
+ * where a flip in those records is a cut at that record). */
 static void
 test_wal_g3_g4_fs_mem(void **state)
 {
     (void) state;
-    fs_mem *m = NULL;
-    tdir src, d;
-    image im;
-    assert_int_equal(fs_mem_open(&m), SHOAL_OK);
-    tdir_init(&src, fs_mem_fs(m), m, "", "src");
-    tdir_init(&d, fs_mem_fs(m), m, "", "try");
-    image_make(&src, &im);
-    g3_run(&d, &im, true);
-    g4_run(&d, &im);
-    image_free(&im);
-    fs_mem_close(m);
+    const int durable[] = {IMG_N, IMG_N / 2, 0};
+    for (size_t i = 0; i < sizeof durable / sizeof durable[0]; i++) {
+        fs_mem *m = NULL;
+        tdir src, d;
+        image im;
+        assert_int_equal(fs_mem_open(&m), SHOAL_OK);
+        tdir_init(&src, fs_mem_fs(m), m, "", "src");
+        tdir_init(&d, fs_mem_fs(m), m, "", "try");
+        image_make(&src, &im, durable[i]);
+        g3_run(&d, &im, true);
+        g4_run(&d, &im, 0, i == 0); /* the clean images are alike */
+        image_free(&im);
+        fs_mem_close(m);
+    }
 }
 
 /* A flip anywhere in a finished segment is corruption, even in its final
@@ -1251,7 +1378,7 @@ test_wal_g4_finished_segment(void **state)
     wal_recovery ri;
     assert_non_null(mut);
     for (size_t bit = 0; bit < (end + WAL_REC_HDR) * 8; bit++) {
-        if (bit == WAL_SEG_HDR * 8)
+        if (bit == WAL_SEG_SLOTS * 8)
             bit = b17 * 8; /* header, then the last 3 records + SEG_END */
         memcpy(mut, s1, len1);
         mut[bit / 8] ^= (uint8_t) (1u << (bit % 8));
@@ -1262,6 +1389,18 @@ test_wal_g4_finished_segment(void **state)
         got_clear(&g);
         assert_int_equal(recover_only(&d, IMG_SEG, &g, &ri), SHOAL_ECORRUPT);
         assert_logged(SEG1, "offset");
+    }
+    /* Its slots are not read: a finished segment must end with SEG_END,
+     * whatever it claims. */
+    for (size_t bit = WAL_SEG_SLOTS * 8; bit < WAL_SEG_HDR * 8; bit++) {
+        memcpy(mut, s1, len1);
+        mut[bit / 8] ^= (uint8_t) (1u << (bit % 8));
+        tdir_clear(&d);
+        tdir_write(&d, SEG1, mut, len1);
+        tdir_write(&d, SEG2, s2, len2);
+        got_clear(&g);
+        assert_int_equal(recover_only(&d, IMG_SEG, &g, &ri), SHOAL_OK);
+        assert_got(&g, NULL, IMG_N + 3, 4, 60);
     }
     /* Truncated anywhere before its SEG_END ends: corruption too. */
     for (size_t x = b17; x < end + WAL_REC_HDR; x += 5) {
@@ -1282,6 +1421,491 @@ test_wal_g4_finished_segment(void **state)
     free(mut);
     free(s1);
     free(s2);
+    fs_mem_close(m);
+}
+
+/* ---- power cuts with concurrent appenders (fs_mem) ---------------------- */
+
+#define PC_IMAGES  500
+#define PC_STEP    2      /* records each appender may add per image */
+#define PC_VMAX    300    /* value bytes at most */
+#define PC_SYNC_NS 300000 /* fdatasync latency of the device */
+
+/* The appenders are paced by the images (each may run PC_STEP records
+ * ahead of the image count), so the log stays small enough to clone and
+ * replay 500 times, and every image is taken while they append. */
+typedef struct pcthread {
+    wal *w;
+    uint16_t shard;
+    wal_fsync pol;
+    _Atomic int *stop;
+    _Atomic uint64_t *allow; /* lsns up to this may be appended */
+    _Atomic uint64_t acked;  /* lsns 1..acked of this shard: wal_wait OK */
+} pcthread;
+
+/* fs_mem behind a device with fdatasync latency: fsync waits before it
+ * syncs, so the writer's last batch stays unsynced for a while, as on a
+ * disk, and a crash image taken at a random moment often catches it in
+ * flight. Everything else goes straight through. */
+typedef struct slow_fs {
+    fs base; /* first member: (fs *) is (slow_fs *) */
+    fs *inner;
+    long fsync_ns;
+} slow_fs;
+
+static fs *
+slow_inner(fs *f)
+{
+    return ((slow_fs *) (void *) f)->inner;
+}
+
+static shoal_err
+slow_open(fs *f, const char *path, int flags, int *fd_out)
+{
+    return fs_open(slow_inner(f), path, flags, fd_out);
+}
+
+static void
+slow_close(fs *f, int fd)
+{
+    fs_close(slow_inner(f), fd);
+}
+
+static shoal_err
+slow_pread(fs *f, int fd, void *buf, size_t len, uint64_t off, size_t *n_out)
+{
+    return fs_pread(slow_inner(f), fd, buf, len, off, n_out);
+}
+
+static shoal_err
+slow_pwrite(fs *f, int fd, const void *buf, size_t len, uint64_t off)
+{
+    return fs_pwrite(slow_inner(f), fd, buf, len, off);
+}
+
+static shoal_err
+slow_fsync(fs *f, int fd)
+{
+    struct timespec ts = {0, ((slow_fs *) (void *) f)->fsync_ns};
+    nanosleep(&ts, NULL);
+    return fs_fsync(slow_inner(f), fd);
+}
+
+static shoal_err
+slow_ftruncate(fs *f, int fd, uint64_t len)
+{
+    return fs_ftruncate(slow_inner(f), fd, len);
+}
+
+static shoal_err
+slow_fallocate(fs *f, int fd, uint64_t len)
+{
+    return fs_fallocate(slow_inner(f), fd, len);
+}
+
+static shoal_err
+slow_fsize(fs *f, int fd, uint64_t *len_out)
+{
+    return fs_fsize(slow_inner(f), fd, len_out);
+}
+
+static shoal_err
+slow_rename(fs *f, const char *from, const char *to)
+{
+    return fs_rename(slow_inner(f), from, to);
+}
+
+static shoal_err
+slow_unlink(fs *f, const char *path)
+{
+    return fs_unlink(slow_inner(f), path);
+}
+
+static shoal_err
+slow_mkdir(fs *f, const char *path)
+{
+    return fs_mkdir(slow_inner(f), path);
+}
+
+static shoal_err
+slow_dir_fsync(fs *f, const char *dir)
+{
+    return fs_dir_fsync(slow_inner(f), dir);
+}
+
+static shoal_err
+slow_list(fs *f, const char *dir, fs_list_cb cb, void *arg)
+{
+    return fs_list(slow_inner(f), dir, cb, arg);
+}
+
+static const fs_ops slow_ops = {
+    .open = slow_open,
+    .close = slow_close,
+    .pread = slow_pread,
+    .pwrite = slow_pwrite,
+    .fsync = slow_fsync,
+    .ftruncate = slow_ftruncate,
+    .fallocate = slow_fallocate,
+    .fsize = slow_fsize,
+    .rename = slow_rename,
+    .unlink = slow_unlink,
+    .mkdir = slow_mkdir,
+    .dir_fsync = slow_dir_fsync,
+    .list = slow_list,
+};
+
+/* The one op of record (shard, lsn): sizes vary so batches span pages. */
+static void
+pc_op(uint16_t shard, uint64_t lsn, uint8_t *val, wal_op *op)
+{
+    uint32_t vlen = (uint32_t) ((lsn * 37 + shard * 11) % (PC_VMAX + 1));
+    for (uint32_t i = 0; i < vlen; i++)
+        val[i] = (uint8_t) (lsn * 7 + shard + i);
+    *op = (wal_op){WAL_OP_PUT, 0, (const uint8_t *) "pc", 2, val, vlen};
+}
+
+/* always: wait for every record; interval and none: a durable wait on
+ * every 4th, a plain one (written / buffered) on the rest. Only durable
+ * waits count as acknowledged. */
+static void *
+pc_main(void *arg)
+{
+    pcthread *t = arg;
+    uint8_t val[PC_VMAX];
+    for (uint64_t lsn = 1; !atomic_load(t->stop); lsn++) {
+        wal_op op;
+        uint64_t tk;
+        while (lsn > atomic_load(t->allow) && !atomic_load(t->stop)) {
+            struct timespec ts = {0, 20 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        pc_op(t->shard, lsn, val, &op);
+        assert_int_equal(wal_append(t->w, t->shard, 1, lsn, &op, 1, &tk),
+                         SHOAL_OK);
+        bool durable = t->pol == WAL_FSYNC_ALWAYS || lsn % 4 == 0;
+        assert_int_equal(wal_wait(t->w, tk, durable), SHOAL_OK);
+        if (durable)
+            atomic_store(&t->acked, lsn);
+    }
+    return NULL;
+}
+
+/* Every replayed record is exactly the one appended (never garbage). */
+static void
+pc_check_payloads(const got *g)
+{
+    uint8_t val[PC_VMAX], want[WAL_OP_HDR + 16 + PC_VMAX];
+    for (size_t i = 0; i < g->n; i++) {
+        wal_op op;
+        pc_op(g->v[i].shard, g->v[i].lsn, val, &op);
+        size_t len = wal_ops_size(&op, 1);
+        wal_ops_encode(&op, 1, want);
+        assert_int_equal(g->v[i].len, len);
+        assert_memory_equal(g->v[i].payload, want, len);
+    }
+}
+
+/* Let the appenders run PC_STEP more records each, and pick a moment in
+ * that burst to crash (seeded). */
+static void
+pc_burst(_Atomic uint64_t *allow, uint64_t *rs)
+{
+    atomic_fetch_add(allow, PC_STEP);
+    struct timespec ts = {0, (long) (tu_rand(rs) % 400) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* One power-cut run: its log, its device and its appenders. Static, one
+ * per policy: a failed assertion leaves the test while they still run. */
+typedef struct pcrun {
+    fs_mem *m;
+    tdir d;
+    slow_fs slow;
+    wal_opts o;
+    wal *w;
+    pcthread th[GC_THREADS];
+    pthread_t tid[GC_THREADS];
+    _Atomic int stop;
+    _Atomic uint64_t allow;
+} pcrun;
+
+static pcrun *
+pc_start(wal_fsync pol)
+{
+    static pcrun runs[3];
+    pcrun *r = &runs[pol];
+
+    assert_int_equal(fs_mem_open(&r->m), SHOAL_OK);
+    tdir_init(&r->d, fs_mem_fs(r->m), r->m, "", "pc");
+    r->slow = (slow_fs){{&slow_ops}, r->d.f, PC_SYNC_NS};
+    atomic_store(&r->stop, 0);
+    atomic_store(&r->allow, PC_STEP);
+    opts_for(&r->o, &r->d, 64u << 10, pol);
+    r->o.fs = &r->slow.base;
+    r->o.n_shards = GC_THREADS;
+    r->o.interval_ms = 2;
+    assert_int_equal(wal_open(&r->o, NULL, NULL, &r->w, NULL), SHOAL_OK);
+    for (int i = 0; i < GC_THREADS; i++) {
+        r->th[i] = (pcthread){.w = r->w,
+                              .shard = (uint16_t) i,
+                              .pol = pol,
+                              .stop = &r->stop,
+                              .allow = &r->allow};
+        assert_int_equal(pthread_create(&r->tid[i], NULL, pc_main, &r->th[i]),
+                         0);
+    }
+    return r;
+}
+
+/* Crash now (seeded): the image opens, with every acknowledged record and
+ * nothing else. Returns whether it had a tail to cut. */
+static bool
+pc_image(pcrun *r, uint64_t seed)
+{
+    uint64_t floor[GC_THREADS];
+    got g = {0};
+    wal_recovery ri;
+
+    for (int i = 0; i < GC_THREADS; i++)
+        floor[i] = atomic_load(&r->th[i].acked);
+    shoal_err rc =
+        crash_image_open(&r->d, &r->o, FS_CRASH_RANDOM, seed, &g, &ri);
+    if (rc != SHOAL_OK)
+        fprintf(stderr, "# %s, image seed %" PRIu64 ": %s\n",
+                wal_fsync_name(r->o.fsync), seed, shoal_errname(rc));
+    assert_int_equal(rc, SHOAL_OK);
+    assert_shard_prefixes(&g, floor, GC_THREADS);
+    pc_check_payloads(&g);
+    got_clear(&g);
+    return ri.torn_bytes > 0;
+}
+
+static void
+pc_stop(pcrun *r, int torn)
+{
+    wal_stats st;
+
+    atomic_store(&r->stop, 1);
+    for (int i = 0; i < GC_THREADS; i++)
+        pthread_join(r->tid[i], NULL);
+    wal_get_stats(r->w, &st);
+    printf("# power cut, fsync=%s, %d appenders: %d crash images, %d with "
+           "a tail cut; %" PRIu64 " records, %" PRIu64
+           " batches (largest %" PRIu64 "), %" PRIu64 " fsyncs\n",
+           wal_fsync_name(r->o.fsync), GC_THREADS, PC_IMAGES, torn, st.records,
+           st.batches, st.max_batch_records, st.fsyncs);
+    wal_close(r->w);
+    fs_mem_close(r->m);
+}
+
+/* PC_IMAGES FS_CRASH_RANDOM images of a log GC_THREADS appenders fill
+ * under pol, each in a burst of appends. Returns how many images had a
+ * tail to cut (a power cut caught a batch in flight). */
+static int
+power_cut_run(wal_fsync pol, uint64_t seed)
+{
+    pcrun *r = pc_start(pol);
+    uint64_t rs = seed;
+    int torn = 0;
+
+    for (int n = 0; n < PC_IMAGES; n++) {
+        pc_burst(&r->allow, &rs);
+        torn += pc_image(r, seed + (uint64_t) n) ? 1 : 0;
+    }
+    pc_stop(r, torn);
+    return torn;
+}
+
+/* A power cut can keep any subset of the unsynced writes (the page cache
+ * writes pages back in any order), tear or garble them: under
+ * fsync=always that is the last batch, one pwrite of many records. Every
+ * such image must open (a later write surviving an earlier one is not
+ * corruption) with everything acknowledged. */
+static void
+test_wal_power_cut_always(void **state)
+{
+    (void) state;
+    assert_true(power_cut_run(WAL_FSYNC_ALWAYS, 1000) > 0);
+}
+
+/* The same with many unsynced batches at once. */
+static void
+test_wal_power_cut_interval_none(void **state)
+{
+    (void) state;
+    assert_true(power_cut_run(WAL_FSYNC_INTERVAL, 2000) > 0);
+    assert_true(power_cut_run(WAL_FSYNC_NONE, 3000) > 0);
+}
+
+/* ---- deterministic power-cut images ------------------------------------ */
+
+/* A log on fs_mem whose records [0, n_sync) are durable (one fdatasync
+ * after the last) and [n_sync, n) only reached the OS; *im is a crash image
+ * keeping every unsynced write (the caller changes it), b[] the record
+ * offsets. Closes the log. */
+static void
+tail_image(fs_mem *m, const tdir *d, uint64_t n_sync, uint64_t n, fs_mem **im,
+           size_t *b)
+{
+    wal *w = NULL;
+    wal_opts o;
+    spec *s = malloc(sizeof *s);
+    uint64_t t = 0;
+    assert_non_null(s);
+    opts_for(&o, d, IMG_SEG, WAL_FSYNC_INTERVAL);
+    o.interval_ms = HOUR_MS;
+    assert_int_equal(wal_open(&o, NULL, NULL, &w, NULL), SHOAL_OK);
+    append_range(w, 0, n_sync, 60);
+    b[0] = WAL_SEG_HDR;
+    for (uint64_t i = 0; i < n; i++) {
+        spec_fill(s, i, 4, 60);
+        b[i + 1] = b[i] + spec_rec_len(s);
+        if (i >= n_sync)
+            assert_int_equal(spec_append(w, s, &t), SHOAL_OK);
+    }
+    assert_int_equal(wal_wait(w, t, false), SHOAL_OK); /* written */
+    assert_int_equal(fs_mem_crash_clone(m, FS_CRASH_KEEP_UNSYNCED, 1, im),
+                     SHOAL_OK);
+    wal_close(w);
+    free(s);
+}
+
+/* d's path on the file system img. */
+static tdir
+tdir_on(const tdir *d, fs_mem *img)
+{
+    tdir c = *d;
+    c.f = fs_mem_fs(img);
+    c.m = img;
+    return c;
+}
+
+/* The unsynced tail holds a garbled record with intact records after it
+ * (a power cut kept later pages of the batch but not an earlier one): cut
+ * at the garbled record, the records before it kept. The same damage below
+ * the frontier is reported. */
+static void
+test_wal_power_cut_garbled_middle_of_tail(void **state)
+{
+    (void) state;
+    fs_mem *m = NULL, *img = NULL;
+    tdir d;
+    size_t b[16];
+    got g = {0};
+    wal_recovery ri;
+    const uint8_t junk[8] = {0xa5, 0x5a, 0xa5, 0x5a, 0xa5, 0x5a, 0xa5, 0x5a};
+
+    assert_int_equal(fs_mem_open(&m), SHOAL_OK);
+    tdir_init(&d, fs_mem_fs(m), m, "", "w");
+    for (int below = 0; below < 2; below++) {
+        tdir_clear(&d);
+        tail_image(m, &d, 10, 15, &img, b);
+        tdir c = tdir_on(&d, img);
+        char p[600];
+        tdir_file(&c, SEG1, p, sizeof p);
+        size_t len;
+        uint8_t *seg = tdir_read(&c, SEG1, &len);
+        assert_int_equal(claim_of(seg, 1), b[10]);
+        free(seg);
+        size_t at = below ? 5 : 12; /* records 13, 14 stay intact */
+        assert_int_equal(fs_mem_poke(img, p, b[at] + 20, junk, sizeof junk),
+                         SHOAL_OK);
+        log_reset();
+        shoal_err rc = recover_only(&c, IMG_SEG, &g, &ri);
+        if (below) {
+            assert_int_equal(rc, SHOAL_ECORRUPT);
+            assert_logged_durable(b[at], b[10]);
+        } else {
+            assert_int_equal(rc, SHOAL_OK);
+            assert_got(&g, NULL, at, 4, 60);
+            assert_true(ri.torn_bytes > b[14] - b[at]);
+            /* Cut for good: the SEG_END sits at the garbled record. */
+            got_clear(&g);
+            assert_int_equal(recover_only(&c, IMG_SEG, &g, &ri), SHOAL_OK);
+            assert_got(&g, NULL, at, 4, 60);
+            assert_int_equal(ri.torn_bytes, 0);
+            seg = tdir_read(&c, SEG1, &len);
+            assert_int_equal(seg[b[at] + 8], WAL_REC_SEG_END);
+            assert_int_equal(claim_of(seg, 1), b[at] + WAL_REC_HDR);
+            free(seg);
+        }
+        got_clear(&g);
+        fs_mem_close(img);
+    }
+    fs_mem_close(m);
+}
+
+/* A user value: record 3 byte for byte as the log encodes it, then a
+ * SEG_END. Returns its length. */
+static size_t
+value_of_records(uint8_t *val)
+{
+    spec *s = malloc(sizeof *s);
+    assert_non_null(s);
+    spec_fill(s, 3, 4, 60);
+    size_t plen = wal_ops_size(s->ops, s->n);
+    wal_ops_encode(s->ops, s->n, val + WAL_REC_HDR);
+    wal_rec r = {WAL_REC_OPS, s->shard,          s->epoch,
+                 s->lsn,      val + WAL_REC_HDR, (uint32_t) plen};
+    wal_rec_encode(&r, val);
+    size_t vlen = WAL_REC_HDR + plen;
+    r = (wal_rec){.type = WAL_REC_SEG_END};
+    wal_rec_encode(&r, val + vlen);
+    free(s);
+    return vlen + WAL_REC_HDR;
+}
+
+/* A user value holding a byte-exact encoded record (and a SEG_END) in a
+ * torn tail: the value's record is not evidence of anything; cut. */
+static void
+test_wal_torn_tail_value_holds_a_record(void **state)
+{
+    (void) state;
+    fs_mem *m = NULL, *img = NULL;
+    tdir d;
+    wal *w = NULL;
+    wal_opts o;
+    got g = {0};
+    wal_recovery ri;
+    uint8_t val[1024];
+    size_t vlen = value_of_records(val), b5;
+    spec *s;
+
+    assert_int_equal(fs_mem_open(&m), SHOAL_OK);
+    tdir_init(&d, fs_mem_fs(m), m, "", "w");
+    opts_for(&o, &d, IMG_SEG, WAL_FSYNC_INTERVAL);
+    o.interval_ms = HOUR_MS;
+    assert_int_equal(wal_open(&o, NULL, NULL, &w, NULL), SHOAL_OK);
+    append_range(w, 0, 5, 60); /* durable */
+    b5 = WAL_SEG_HDR;
+    s = malloc(sizeof *s);
+    assert_non_null(s);
+    for (uint64_t i = 0; i < 5; i++) {
+        spec_fill(s, i, 4, 60);
+        b5 += spec_rec_len(s);
+    }
+    free(s);
+    wal_op op = {WAL_OP_PUT, 0,   (const uint8_t *) "user",
+                 4,          val, (uint32_t) vlen};
+    uint64_t t;
+    assert_int_equal(wal_append(w, 1, 1, 99, &op, 1, &t), SHOAL_OK);
+    assert_int_equal(wal_wait(w, t, false), SHOAL_OK); /* written, unsynced */
+    assert_int_equal(fs_mem_crash_clone(m, FS_CRASH_KEEP_UNSYNCED, 1, &img),
+                     SHOAL_OK);
+    wal_close(w);
+    /* The power cut lost the record's first bytes, kept the rest. */
+    tdir c = tdir_on(&d, img);
+    char p[600];
+    uint8_t zero[WAL_REC_HDR] = {0};
+    tdir_file(&c, SEG1, p, sizeof p);
+    assert_int_equal(fs_mem_poke(img, p, b5, zero, sizeof zero), SHOAL_OK);
+    log_reset();
+    assert_int_equal(recover_only(&c, IMG_SEG, &g, &ri), SHOAL_OK);
+    assert_got(&g, NULL, 5, 4, 60);
+    assert_true(ri.torn_bytes > vlen);
+    got_clear(&g);
+    fs_mem_close(img);
     fs_mem_close(m);
 }
 
@@ -1348,6 +1972,32 @@ test_wal_recovery_bad_middle_and_header(void **state)
     got_clear(&g);
 }
 
+/* A version 1 segment (from before the frontier slots) is refused, and the
+ * log says why. */
+static void
+test_wal_recovery_refuses_version_1(void **state)
+{
+    tdir d;
+    wal *w = NULL;
+    got g = {0};
+    size_t len;
+
+    tdir_init(&d, fs_posix(), NULL, *state, "v1");
+    assert_int_equal(reopen(&d, 8192, NULL, NULL, &w), SHOAL_OK);
+    append_range(w, 0, 3, 60);
+    wal_close(w);
+    uint8_t *s1 = tdir_read(&d, SEG1, &len);
+    put_u32(s1 + 8, 1);
+    put_u32(s1 + 12, 32);
+    put_u32(s1 + 28, (uint32_t) crc32_z(0, s1, 28));
+    tdir_write(&d, SEG1, s1, len);
+    log_reset();
+    assert_int_equal(recover_only(&d, 8192, &g, NULL), SHOAL_ECORRUPT);
+    assert_logged(SEG1, "format version 1");
+    assert_int_equal(g.n, 0);
+    free(s1);
+}
+
 /* A crc-valid record naming a shard >= n_shards is corruption. */
 static void
 test_wal_recovery_rejects_bad_shard(void **state)
@@ -1375,7 +2025,7 @@ test_wal_recovery_rejects_bad_shard(void **state)
     tdir_write(&d, SEG1, seg, sizeof seg);
     log_reset();
     assert_int_equal(recover_only(&d, 8192, &g, NULL), SHOAL_ECORRUPT);
-    assert_logged(SEG1, "offset 32");
+    assert_logged(SEG1, "offset 64");
     got_clear(&g);
 }
 
@@ -1897,8 +2547,43 @@ corpus_file(const char *dir, const char *name, const uint8_t *buf, size_t len)
     assert_int_equal(fclose(f), 0);
 }
 
+/* F_SLOTS claims: (frontier - WAL_SEG_HDR, generation) x 2 at b + 1, for a
+ * body that starts at b + 25 (image offset WAL_SEG_HDR). */
+static void
+corpus_claims(uint8_t *b, size_t fa, uint32_t ga, size_t fb, uint32_t gb)
+{
+    const size_t body = 1 + 24;
+    put_u64(b + 1, fa - body);
+    put_u32(b + 9, ga);
+    put_u64(b + 13, fb - body);
+    put_u32(b + 21, gb);
+}
+
+/* F_SLOTS seeds: records 50, 51 claimed durable, 52 and 53 not; torn,
+ * flipped beyond and inside the frontier, truncated inside it. */
+static void
+corpus_frontier(const char *dir, uint8_t *b)
+{
+    size_t n = 1 + 24, ends[4];
+    b[0] = 8;
+    for (uint64_t i = 0; i < 4; i++) {
+        corpus_rec(b, &n, 50 + i, 12);
+        ends[i] = n;
+    }
+    corpus_claims(b, ends[1], 3, ends[0], 2);
+    corpus_file(dir, "frontier-torn", b, ends[2] + (ends[3] - ends[2]) / 2);
+    b[ends[2] + 30] ^= 0x04;
+    corpus_file(dir, "frontier-beyond", b, n);
+    b[ends[2] + 30] ^= 0x04;
+    b[ends[0] + 30] ^= 0x04;
+    corpus_file(dir, "frontier-inside", b, n);
+    b[ends[0] + 30] ^= 0x04;
+    corpus_file(dir, "frontier-trunc", b, ends[0] + 9);
+}
+
 /* Seeds for tests/fuzz/fuzz_wal.c: a flags byte (1: fix crcs, 2: raw
- * header, 4: two segments, split at the next u16), then the body. */
+ * header, 4: two segments, split at the next u16, 8: two frontier claims
+ * from the next 24 bytes), then the body. */
 static void
 test_wal_write_corpus(void **state)
 {
@@ -1933,18 +2618,20 @@ test_wal_write_corpus(void **state)
     for (uint64_t i = 23; i < 25; i++)
         corpus_rec(b, &n, i, 8);
     corpus_file(dir, "two-segs", b, n);
-    b[0] = 3; /* the header from the input (crc fixed) */
+    b[0] = 3; /* the header and slots from the input (crcs fixed) */
     n = 1;
+    memset(b + n, 0, WAL_SEG_HDR);
     memcpy(b + n, "SHOALWAL", 8);
-    put_u32(b + n + 8, 1);
+    put_u32(b + n + 8, 2);
     put_u32(b + n + 12, WAL_SEG_HDR);
     put_u64(b + n + 16, 1);
-    put_u32(b + n + 24, 0);
-    put_u32(b + n + 28, 0);
     n += WAL_SEG_HDR;
     corpus_rec(b, &n, 30, 16);
+    put_u64(b + 1 + WAL_SEG_SLOTS, n - 1); /* slot A claims record 30 */
+    put_u32(b + 1 + WAL_SEG_SLOTS + 8, 1);
     corpus_rec(b, &n, 31, 16);
     corpus_file(dir, "raw-header", b, n);
+    corpus_frontier(dir, b);
     b[0] = 0; /* an ops payload alone, and an empty batch */
     n = 1;
     corpus_rec(b, &n, 40, 20);
@@ -1985,9 +2672,20 @@ main(void)
                                         quiet_down_mem),
         cmocka_unit_test_setup_teardown(test_wal_g4_finished_segment,
                                         quiet_up_mem, quiet_down_mem),
+        cmocka_unit_test_setup_teardown(test_wal_power_cut_always, quiet_up_mem,
+                                        quiet_down_mem),
+        cmocka_unit_test_setup_teardown(test_wal_power_cut_interval_none,
+                                        quiet_up_mem, quiet_down_mem),
+        cmocka_unit_test_setup_teardown(
+            test_wal_power_cut_garbled_middle_of_tail, quiet_up_mem,
+            quiet_down_mem),
+        cmocka_unit_test_setup_teardown(test_wal_torn_tail_value_holds_a_record,
+                                        quiet_up_mem, quiet_down_mem),
         cmocka_unit_test_setup_teardown(test_wal_recovery_removes_blank_tail,
                                         quiet_up, quiet_down),
         cmocka_unit_test_setup_teardown(test_wal_recovery_bad_middle_and_header,
+                                        quiet_up, quiet_down),
+        cmocka_unit_test_setup_teardown(test_wal_recovery_refuses_version_1,
                                         quiet_up, quiet_down),
         cmocka_unit_test_setup_teardown(test_wal_recovery_rejects_bad_shard,
                                         quiet_up, quiet_down),
