@@ -54,9 +54,19 @@
  *    finished segments are deleted by wal_gc.
  *
  * Threads and locks
- *  - mu guards every field marked "mu" below; the three condition variables
- *    use it: writer_cv wakes the writer, done_cv wakes wal_wait callers,
- *    space_cv wakes appenders waiting for buffer room or a spare segment.
+ *  - mu guards every field marked "mu" below; the two condition variables
+ *    use it: writer_cv wakes the writer, space_cv wakes appenders waiting
+ *    for buffer room or a spare segment.
+ *  - wal_wait callers sleep each on its own semaphore, in a list sorted by
+ *    ticket (one per commit level). After publishing, the writer takes the
+ *    waiters now covered (or all, once failed or exited) off the list under
+ *    mu, sets their result, and posts their semaphores after releasing mu:
+ *    only those wake, and they return without taking mu again.
+ *  - The commit levels (written, durable, last_ticket, failed) are mirrored
+ *    in atomics, stored with release under mu after the field changes, so
+ *    wal_wait and wal_is_committed answer an already committed ticket with
+ *    no lock. They only ever answer "committed" from them; anything else
+ *    (not yet, failed, bad ticket) takes the locked path.
  *  - Fields marked "writer" belong to the writer thread after wal_open
  *    returns (wal_open and wal_close use them while no writer runs).
  *  - After open only the writer does I/O on segment files, except wal_gc,
@@ -106,8 +116,11 @@
 #include "proto/mem.h"
 #include "proto/slog.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,6 +477,15 @@ typedef struct wbuf {
     uint64_t first_ns;     /* mono time the first byte went in */
 } wbuf;
 
+/* A wal_wait caller asleep until its ticket commits; lives on its stack.
+ * Whoever takes it off its list (under mu) owns it until the post. */
+typedef struct waiter {
+    uint64_t ticket;
+    shoal_err rc; /* the answer, set before the post */
+    sem_t sem;
+    struct waiter *next;
+} waiter;
+
 typedef struct wal_seg {
     uint64_t seq;
     uint64_t *max_lsn; /* [n_shards]: highest lsn of the shard here (0) */
@@ -521,8 +543,13 @@ struct wal {
 
     pthread_mutex_t mu;
     pthread_cond_t writer_cv;
-    pthread_cond_t done_cv;
     pthread_cond_t space_cv;
+    /* Mirrors of the mu fields of the same name: stored (release) under mu
+     * after them, loaded (acquire) without it. */
+    _Atomic uint64_t pub_written;
+    _Atomic uint64_t pub_durable;
+    _Atomic uint64_t pub_last_ticket;
+    atomic_bool pub_failed;
     /* mu */
     wbuf in;              /* appenders encode here */
     uint64_t fill_seq;    /* segment the next record goes to */
@@ -541,9 +568,11 @@ struct wal {
     wal_seg **segs;   /* sorted by seq; last = fill_seq */
     size_t n_segs;
     size_t cap_segs;
-    nlist wait_dur; /* notify when durable >= ticket */
-    nlist wait_wr;  /* notify when written >= ticket */
-    wal_stats st;   /* counters; the rest is filled on demand */
+    nlist wait_dur;    /* notify when durable >= ticket */
+    nlist wait_wr;     /* notify when written >= ticket */
+    waiter *sleep_dur; /* wal_wait callers until durable >= ticket, sorted */
+    waiter *sleep_wr;  /* ... until written >= ticket, sorted */
+    wal_stats st;      /* counters; the rest is filled on demand */
 };
 
 void
@@ -1091,9 +1120,9 @@ fail_locked(wal *w, shoal_err rc)
     slog(SLOG_ERR, "wal",
          "%s: log failed (%s): appends refused until it is reopened", w->dir,
          shoal_errname(rc));
+    atomic_store_explicit(&w->pub_failed, true, memory_order_release);
     /* What the appenders buffered can no longer be written in order. */
     buf_clear(&w->in);
-    pthread_cond_broadcast(&w->done_cv);
     pthread_cond_broadcast(&w->space_cv);
 }
 
@@ -1110,6 +1139,90 @@ committed_locked(const wal *w, uint64_t ticket, bool durable)
      * it -- a lost record is not reported as committed. */
     return ticket <= w->last_ticket &&
            (w->failed == SHOAL_OK || ticket <= w->written);
+}
+
+/* committed_locked from the atomic mirrors, without mu. true is final; false
+ * may be stale (or a bad ticket): the caller then asks under mu. */
+static bool
+committed_fast(wal *w, uint64_t ticket, bool durable)
+{
+    if (durable || w->policy == WAL_FSYNC_ALWAYS)
+        return ticket <=
+               atomic_load_explicit(&w->pub_durable, memory_order_acquire);
+    if (ticket <= atomic_load_explicit(&w->pub_written, memory_order_acquire))
+        return true;
+    if (w->policy == WAL_FSYNC_INTERVAL)
+        return false;
+    return ticket <= atomic_load_explicit(&w->pub_last_ticket,
+                                          memory_order_acquire) &&
+           !atomic_load_explicit(&w->pub_failed, memory_order_acquire);
+}
+
+/* The list a wal_wait caller sleeps in (fsync=none commits when buffered:
+ * a caller that is not answered at once never sleeps there). */
+static waiter **
+sleep_list(wal *w, bool durable)
+{
+    if (durable || w->policy == WAL_FSYNC_ALWAYS)
+        return &w->sleep_dur;
+    return &w->sleep_wr;
+}
+
+/* Move the waiters of *head with ticket <= level to the end of the list
+ * whose last next pointer is **tail, answering rc; lowest tickets first. */
+static void
+take_upto(waiter **head, uint64_t level, shoal_err rc, waiter ***tail)
+{
+    waiter *v;
+
+    while ((v = *head) != NULL && v->ticket <= level) {
+        *head = v->next;
+        v->rc = rc;
+        v->next = NULL;
+        **tail = v;
+        *tail = &v->next;
+    }
+}
+
+/* The waiters to wake now: committed, or all once failed or exited. */
+static waiter *
+waiters_due(wal *w)
+{
+    waiter *due = NULL;
+    waiter **tail = &due;
+
+    take_upto(&w->sleep_dur, w->durable, SHOAL_OK, &tail);
+    take_upto(&w->sleep_wr, w->written, SHOAL_OK, &tail);
+    if (w->failed == SHOAL_OK && !w->writer_exited)
+        return due;
+    shoal_err rc = w->failed != SHOAL_OK ? w->failed : SHOAL_ECLOSED;
+    take_upto(&w->sleep_dur, UINT64_MAX, rc, &tail);
+    take_upto(&w->sleep_wr, UINT64_MAX, rc, &tail);
+    return due;
+}
+
+/* Wake the waiters taken by waiters_due (mu need not be held). */
+static void
+waiters_post(waiter *v)
+{
+    while (v != NULL) {
+        waiter *next = v->next; /* v may be gone once posted */
+        int e = sem_post(&v->sem);
+        SH_ASSERT(e == 0);
+        v = next;
+    }
+}
+
+/* Wake the waiters due, with mu released (held on entry and exit). */
+static void
+wake_waiters(wal *w)
+{
+    waiter *due = waiters_due(w);
+    if (due == NULL)
+        return;
+    unlock(w);
+    waiters_post(due);
+    lock(w);
 }
 
 /* The list a notification waits in; NULL: none needed (fsync=none). */
@@ -1417,6 +1530,8 @@ writer_publish(wal *w, const plan *p, const wprog *g, uint64_t now)
         w->durable = w->written;
         w->last_sync_ns = now;
     }
+    atomic_store_explicit(&w->pub_written, w->written, memory_order_release);
+    atomic_store_explicit(&w->pub_durable, w->durable, memory_order_release);
     if (g->switched) {
         wal_seg *s = seg_find(w, g->finished_seq, NULL);
         if (s != NULL)
@@ -1433,7 +1548,6 @@ writer_publish(wal *w, const plan *p, const wprog *g, uint64_t now)
     else if (p->prep)
         prep_publish(w, g->prep_rc, now);
     buf_clear(&w->out);
-    pthread_cond_broadcast(&w->done_cv);
 }
 
 /* Hand the appenders' buffer to the writer; they get the empty one. */
@@ -1469,11 +1583,12 @@ writer_main(void *arg)
         writer_io(w, &p, &g);
         lock(w);
         writer_publish(w, &p, &g, clock_mono_ns());
+        wake_waiters(w);
         run_callbacks(w);
     }
     w->writer_exited = true;
+    wake_waiters(w);
     run_callbacks(w);
-    pthread_cond_broadcast(&w->done_cv);
     pthread_cond_broadcast(&w->space_cv);
     unlock(w);
     return NULL;
@@ -1507,7 +1622,6 @@ sync_init(wal *w)
     ok = ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
     ok = ok && pthread_mutex_init(&w->mu, NULL) == 0;
     ok = ok && pthread_cond_init(&w->writer_cv, &ca) == 0;
-    ok = ok && pthread_cond_init(&w->done_cv, &ca) == 0;
     ok = ok && pthread_cond_init(&w->space_cv, &ca) == 0;
     pthread_condattr_destroy(&ca);
     /* On Linux these only fail for bad attributes; treat it as no memory. */
@@ -1563,7 +1677,6 @@ wal_free(wal *w)
     mem_free(w->wait_dur.v);
     mem_free(w->wait_wr.v);
     pthread_cond_destroy(&w->space_cv);
-    pthread_cond_destroy(&w->done_cv);
     pthread_cond_destroy(&w->writer_cv);
     pthread_mutex_destroy(&w->mu);
     mem_free(w->dir);
@@ -1770,6 +1883,8 @@ append_locked(wal *w, const uint8_t *rec, size_t rec_len, uint16_t shard,
         seg->max_lsn[shard] = lsn;
     seg->records++;
     w->last_ticket += rec_len;
+    atomic_store_explicit(&w->pub_last_ticket, w->last_ticket,
+                          memory_order_release);
     w->in.end_ticket = w->last_ticket;
     w->in.n_records++;
     w->st.records++;
@@ -1839,26 +1954,48 @@ want_sync(wal *w, uint64_t ticket)
         pthread_cond_signal(&w->writer_cv);
 }
 
+/* Insert v into the sorted list *head (mu). The list holds one entry per
+ * sleeping thread, so a linear scan is short. */
+static void
+sleep_insert(waiter **head, waiter *v)
+{
+    waiter **at = head;
+
+    while (*at != NULL && (*at)->ticket <= v->ticket)
+        at = &(*at)->next;
+    v->next = *at;
+    *at = v;
+}
+
 shoal_err
 wal_wait(wal *w, uint64_t ticket, bool durable)
 {
+    waiter v = {.ticket = ticket, .rc = SHOAL_OK};
     shoal_err rc = SHOAL_OK;
 
+    if (committed_fast(w, ticket, durable))
+        return SHOAL_OK;
     lock(w);
     if (ticket > w->last_ticket)
         rc = SHOAL_EINVAL;
-    while (rc == SHOAL_OK && !committed_locked(w, ticket, durable)) {
-        if (w->failed != SHOAL_OK) {
-            rc = w->failed;
-            break;
-        }
-        if (w->writer_exited) {
-            rc = SHOAL_ECLOSED;
-            break;
-        }
+    else if (committed_locked(w, ticket, durable))
+        rc = SHOAL_OK;
+    else if (w->failed != SHOAL_OK)
+        rc = w->failed;
+    else if (w->writer_exited)
+        rc = SHOAL_ECLOSED;
+    else if (sem_init(&v.sem, 0, 0) != 0)
+        rc = SHOAL_ENOMEM; /* only fails for a bad value */
+    else {
+        sleep_insert(sleep_list(w, durable), &v);
         if (durable)
             want_sync(w, ticket);
-        pthread_cond_wait(&w->done_cv, &w->mu);
+        unlock(w);
+        /* The writer answers in v.rc before posting; mu is not needed. */
+        while (sem_wait(&v.sem) != 0)
+            SH_ASSERT(errno == EINTR);
+        sem_destroy(&v.sem);
+        return v.rc;
     }
     unlock(w);
     return rc;
@@ -1907,6 +2044,8 @@ wal_last_ticket(wal *w)
 bool
 wal_is_committed(wal *w, uint64_t ticket)
 {
+    if (committed_fast(w, ticket, false))
+        return true;
     lock(w);
     bool yes = committed_locked(w, ticket, false);
     unlock(w);

@@ -2312,6 +2312,79 @@ test_wal_fsync_failure_is_sticky(void **state)
     fs_mem_close(m);
 }
 
+typedef struct fwthread {
+    wal *w;
+    uint16_t shard;
+    uint64_t ok_max;   /* largest ticket whose wait returned SHOAL_OK */
+    uint64_t fail_min; /* smallest ticket whose wait failed (0: none) */
+    shoal_err fail_rc;
+    shoal_err append_rc; /* the append that ended the loop */
+} fwthread;
+
+static void *
+fw_main(void *arg)
+{
+    fwthread *t = arg;
+    uint8_t val[32] = {0};
+    for (uint64_t lsn = 1;; lsn++) {
+        wal_op op = {WAL_OP_PUT, 0, (const uint8_t *) "k", 1, val, sizeof val};
+        uint64_t tk;
+        shoal_err rc = wal_append(t->w, t->shard, 1, lsn, &op, 1, &tk);
+        if (rc != SHOAL_OK) {
+            t->append_rc = rc;
+            return NULL;
+        }
+        rc = wal_wait(t->w, tk, true);
+        if (rc == SHOAL_OK) {
+            t->ok_max = tk;
+            continue;
+        }
+        if (t->fail_min == 0) {
+            t->fail_min = tk;
+            t->fail_rc = rc;
+        }
+    }
+}
+
+/* Waiters asleep when an fdatasync fails all wake: those covered by an
+ * earlier fdatasync with SHOAL_OK, the others with the error -- and an OK
+ * is never given for a ticket the log did not make durable. */
+static void
+test_wal_failure_wakes_every_waiter(void **state)
+{
+    (void) state;
+    for (uint64_t k = 2; k <= 30; k += 7) {
+        fs_mem *m = NULL;
+        tdir d;
+        wal *w = NULL;
+        fwthread th[GC_THREADS];
+        pthread_t tid[GC_THREADS];
+        assert_int_equal(fs_mem_open(&m), SHOAL_OK);
+        tdir_init(&d, fs_mem_fs(m), m, "", "fw");
+        assert_int_equal(reopen(&d, 1u << 20, NULL, NULL, &w), SHOAL_OK);
+        fs_mem_fail(m, FS_OP_FSYNC, k, SHOAL_EIO, false, false);
+        for (int i = 0; i < GC_THREADS; i++) {
+            th[i] = (fwthread){.w = w, .shard = (uint16_t) (i % 4)};
+            assert_int_equal(pthread_create(&tid[i], NULL, fw_main, &th[i]), 0);
+        }
+        for (int i = 0; i < GC_THREADS; i++)
+            pthread_join(tid[i], NULL);
+        wal_stats st;
+        wal_get_stats(w, &st);
+        assert_int_equal(st.failed, SHOAL_EIO);
+        for (int i = 0; i < GC_THREADS; i++) {
+            assert_int_equal(th[i].append_rc, SHOAL_EREADONLY);
+            assert_true(th[i].ok_max <= st.durable_ticket);
+            if (th[i].fail_min != 0) {
+                assert_int_equal(th[i].fail_rc, SHOAL_EIO);
+                assert_true(th[i].fail_min > st.durable_ticket);
+            }
+        }
+        wal_close(w);
+        fs_mem_close(m);
+    }
+}
+
 /* No room for the next segment: appends that do not fit get ENOSPC, nothing
  * is appended, the log is not failed; once space returns it resumes. */
 static void
@@ -2694,6 +2767,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_wal_g6_kth_call_fails,
                                         quiet_up_mem, quiet_down_mem),
         cmocka_unit_test_setup_teardown(test_wal_fsync_failure_is_sticky,
+                                        quiet_up_mem, quiet_down_mem),
+        cmocka_unit_test_setup_teardown(test_wal_failure_wakes_every_waiter,
                                         quiet_up_mem, quiet_down_mem),
         cmocka_unit_test_setup_teardown(test_wal_enospc_preallocation_is_clean,
                                         quiet_up_mem, quiet_down_mem),
