@@ -7,13 +7,23 @@
  * node keeps its level when the root grows or collapses.
  *
  *   inner:  child[0] s[0] child[1] s[1] ... s[n-1] child[n]
- *   leaf:   next | n | e[0] < e[1] < ... < e[n-1]
+ *   leaf:   next | n | pfx[0..LEAF_CAP) | e[0] < e[1] < ... < e[n-1]
  *
  * A separator is not a copy of a key: it points at an entry in the tree and
  * caches the first 8 key bytes (pfx, big-endian, zero padded), so a search
  * compares integers and dereferences the entry only on a prefix tie. Keys
  * may be 64 KiB long, so copying them would make node sizes depend on keys
  * and kidx_reserve could not know how much to allocate.
+ *
+ * Leaves do the same with the first LEAF_PFX bytes (pfx[i] of e[i], the top
+ * bytes of the separator encoding): a leaf search is a binary search over
+ * pfx[], which lies in the leaf, and then over the run of slots whose prefix
+ * equals the probe's, the only ones that dereference entries. For distinct
+ * random keys that run is 0 or 1 slots, so a get costs one entry miss (the
+ * final full compare) instead of one per halving; keys that share their
+ * first LEAF_PFX bytes (user:0000...) tie and search as without prefixes.
+ * Zero padding makes "a" and "a\0" tie; the full compare orders them.
+ * Four bytes rather than eight: see LEAF_PFX.
  *
  * Invariants:
  *  - s[i] of a node is exactly the smallest key under child[i + 1], and it
@@ -23,6 +33,8 @@
  *    successor before any rebalancing. Merges, splits and borrows only ever
  *    install the first entry of a right-hand node. A separator pointing at a
  *    retired entry would be a use-after-free; ASan catches it in the tests.
+ *  - Leaf slot i holds e[i] and pfx[i] == leaf_pfx(key of e[i]); every leaf
+ *    edit moves the two together (slots_move, wide_*).
  *  - Every leaf but the root holds at least one entry, every inner node has
  *    at least two children (the root collapses when it has one). Deletion
  *    merges or evens out nodes under LEAF_MIN / INNER_MIN, so memory after
@@ -39,18 +51,35 @@
  *    pool shrinks back to what one put needs when the reservation is used
  *    up, or at the next kidx_reserve_n.
  *
- * Not thread-safe; the shard lock guards every call (kidx.h).
+ * Not thread-safe; the shard lock guards every call (kidx.h). kidx_check
+ * verifies the tree's shape, order, separators, prefixes and counts for the
+ * tests.
  */
 #include "storage/kidx.h"
 
 #include "proto/mem.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* Node sizes; -D overrides are for benchmarking only (bench_kidx).
- * sizeof(leaf) == 1016: a 1 KiB glibc chunk, 8.1 bytes per slot. */
+ *
+ * LEAF_PFX is the bytes of key prefix cached per leaf slot: 4 bytes make a
+ * slot 12 bytes, 8 make it 16. With 1M random 16-byte keys, 8 bytes were
+ * no faster (bench_kidx, bench_engine get/put) and took bench_engine's
+ * overhead to 41.8 bytes/key, over its 40-byte budget (4 bytes: 37.0).
+ * Eight would help only keys that share 4 to 7 leading bytes within a leaf.
+ *
+ * LEAF_CAP = 169 makes sizeof(leaf) == 2040 with 4-byte prefixes: a 2 KiB
+ * glibc chunk, 12.1 bytes per slot. 1 KiB leaves (83 slots) were ~20%
+ * slower to search and insert into with 1M keys in one tree (one more
+ * inner level) and no faster in bench_engine's 256 small trees. */
+#ifndef KIDX_LEAF_PFX
+#define KIDX_LEAF_PFX 4
+#endif
+#define LEAF_PFX KIDX_LEAF_PFX
 #ifndef KIDX_LEAF_CAP
-#define KIDX_LEAF_CAP 125
+#define KIDX_LEAF_CAP 169
 #endif
 #define LEAF_CAP KIDX_LEAF_CAP
 #define LEAF_MIN (LEAF_CAP / 3)
@@ -71,12 +100,28 @@
 
 _Static_assert(INNER_SLACK >= 2, "inner nodes too small for the bound");
 
+#if LEAF_PFX == 4
+typedef uint32_t lpfx;
+#elif LEAF_PFX == 8
+typedef uint64_t lpfx;
+#else
+#error "KIDX_LEAF_PFX must be 4 or 8"
+#endif
+
 typedef struct leaf leaf;
 struct leaf {
     leaf *next;         /* right neighbour; NULL for the last leaf */
     uint32_t n;         /* entries in e[] */
+    lpfx pfx[LEAF_CAP]; /* pfx[i]: first LEAF_PFX key bytes of e[i] */
     entry *e[LEAF_CAP]; /* sorted by key */
 };
+
+/* A full leaf's slots plus the one being inserted: the input of a shift or
+ * split. */
+typedef struct wide {
+    lpfx pfx[LEAF_CAP + 1];
+    entry *e[LEAF_CAP + 1];
+} wide;
 
 typedef struct sep {
     uint64_t pfx; /* first 8 key bytes of e, big-endian, zero padded */
@@ -134,6 +179,20 @@ key_pfx(const uint8_t *key, size_t klen)
     return v;
 }
 
+/* The leaf slot prefix: the top LEAF_PFX bytes of a separator prefix, so
+ * it orders keys the same way (a shorter key's zero padding sorts first). */
+static lpfx
+leaf_pfx(uint64_t pfx)
+{
+    return (lpfx) (pfx >> (64 - 8 * LEAF_PFX));
+}
+
+static lpfx
+entry_leaf_pfx(const entry *e)
+{
+    return leaf_pfx(key_pfx(entry_key(e), e->klen));
+}
+
 static probe
 probe_of(const uint8_t *key, size_t klen)
 {
@@ -152,17 +211,23 @@ probe_cmp(const probe *p, uint64_t pfx, const entry *e)
     return key_cmp(p->key, p->klen, entry_key(e), e->klen);
 }
 
-static int
-probe_cmp_entry(const probe *p, const entry *e)
-{
-    return probe_cmp(p, key_pfx(entry_key(e), e->klen), e);
-}
-
 static void
 set_sep(inner *x, unsigned i, entry *e)
 {
     x->s[i].e = e;
     x->s[i].pfx = key_pfx(entry_key(e), e->klen);
+}
+
+/* Separator i of x becomes the entry in slot 0 of lf. */
+static void
+set_sep_first(inner *x, unsigned i, const leaf *lf)
+{
+#if LEAF_PFX == 8
+    x->s[i].e = lf->e[0];
+    x->s[i].pfx = lf->pfx[0];
+#else
+    set_sep(x, i, lf->e[0]);
+#endif
 }
 
 /* --- search -------------------------------------------------------------- */
@@ -186,21 +251,72 @@ inner_search(const inner *x, const probe *p, bool *eq)
     return lo;
 }
 
+/* First index in a[0..n) with a[i] >= v (> v when after), branch-free: the
+ * prefixes of random keys make a branch on each halving a coin toss. */
+static unsigned
+pfx_bound(const lpfx *a, unsigned n, lpfx v, bool after)
+{
+    if (n == 0)
+        return 0;
+    const lpfx *b = a;
+    while (n > 1) {
+        unsigned half = n / 2;
+        bool right = after ? b[half] <= v : b[half] < v;
+        b = right ? b + half : b;
+        n -= half;
+    }
+    bool past = after ? *b <= v : *b < v;
+    return (unsigned) (b - a) + past;
+}
+
+/* The slots [*lo, *hi) of lf whose prefix equals want: those before are
+ * smaller keys, those after greater. */
+static void
+pfx_run(const leaf *lf, lpfx want, unsigned *lo, unsigned *hi)
+{
+    unsigned n = lf->n, i, j;
+    /* pfx[0] is on the line with n; a leaf of keys that all share their
+     * first LEAF_PFX bytes starts its run there. */
+    i = n > 0 && lf->pfx[0] >= want ? 0 : pfx_bound(lf->pfx, n, want, false);
+    j = i;
+    if (j < n && lf->pfx[j] == want) {
+        j++;
+        /* A run longer than one: often the whole rest of the leaf (keys
+         * like user:0000...). */
+        if (j < n && lf->pfx[j] == want)
+            j = lf->pfx[n - 1] == want
+                    ? n
+                    : j + pfx_bound(&lf->pfx[j], n - j, want, true);
+    }
+    *lo = i;
+    *hi = j;
+}
+
 /* First slot with key >= probe (> probe when after_eq); *found when the key
- * at that slot equals the probe. */
+ * at that slot equals the probe. Slots outside the run of prefixes equal
+ * to the probe's are ordered by prefix alone; only the run is searched by
+ * key, which is where entries are dereferenced: for distinct random keys it
+ * is 0 or 1 slots, for keys that share their first LEAF_PFX bytes it can be
+ * the whole leaf. */
 static unsigned
 leaf_search(const leaf *lf, const probe *p, bool after_eq, bool *found)
 {
-    unsigned lo = 0, hi = lf->n;
+    unsigned lo, hi;
+    /* The leaf is likely cold: fetch all of pfx[] at once rather than one
+     * line per halving. */
+    for (size_t off = 0; off <= offsetof(leaf, e); off += 64)
+        __builtin_prefetch((const char *) lf + off);
+    pfx_run(lf, leaf_pfx(p->pfx), &lo, &hi);
     *found = false;
     while (lo < hi) {
         unsigned mid = (lo + hi) / 2;
         /* Each probe is a cache miss on an entry; start both possible next
          * probes now so the misses overlap instead of chaining. */
         __builtin_prefetch(lf->e[(lo + mid) / 2]);
-        if ((mid + 1 + hi) / 2 < lf->n)
+        if ((mid + 1 + hi) / 2 < hi)
             __builtin_prefetch(lf->e[(mid + 1 + hi) / 2]);
-        int c = probe_cmp_entry(p, lf->e[mid]);
+        const entry *e = lf->e[mid];
+        int c = key_cmp(p->key, p->klen, entry_key(e), e->klen);
         if (c < 0 || (c == 0 && !after_eq)) {
             hi = mid;
             *found = *found || c == 0;
@@ -352,64 +468,81 @@ inner_need(const kidx *k, size_t n)
 
 /* --- leaf edits ---------------------------------------------------------- */
 
+/* Move n slots (entry and prefix) from src[si] to dst[di]; the ranges may
+ * overlap. Every edit of a leaf's slots goes through here or wide_*. */
 static void
-leaf_insert_at(leaf *lf, unsigned pos, entry *e)
+slots_move(leaf *dst, unsigned di, const leaf *src, unsigned si, unsigned n)
 {
-    memmove(&lf->e[pos + 1], &lf->e[pos], (lf->n - pos) * sizeof(entry *));
+    memmove(&dst->e[di], &src->e[si], n * sizeof(entry *));
+    memmove(&dst->pfx[di], &src->pfx[si], n * sizeof(lpfx));
+}
+
+static void
+leaf_insert_at(leaf *lf, unsigned pos, entry *e, lpfx pfx)
+{
+    slots_move(lf, pos + 1, lf, pos, lf->n - pos);
     lf->e[pos] = e;
+    lf->pfx[pos] = pfx;
     lf->n++;
 }
 
 static void
 leaf_remove_at(leaf *lf, unsigned pos)
 {
-    memmove(&lf->e[pos], &lf->e[pos + 1], (lf->n - pos - 1) * sizeof(entry *));
+    slots_move(lf, pos, lf, pos + 1, lf->n - pos - 1);
     lf->n--;
 }
 
-/* tmp = the entries of a full leaf with e inserted at pos. */
+/* w = the slots of a full leaf with (e, pfx) inserted at pos. */
 static void
-leaf_gather(const leaf *lf, unsigned pos, entry *e, entry **tmp)
+wide_gather(wide *w, const leaf *lf, unsigned pos, entry *e, lpfx pfx)
 {
-    memcpy(tmp, lf->e, pos * sizeof(entry *));
-    tmp[pos] = e;
-    memcpy(&tmp[pos + 1], &lf->e[pos], (lf->n - pos) * sizeof(entry *));
+    memcpy(w->e, lf->e, pos * sizeof(entry *));
+    memcpy(w->pfx, lf->pfx, pos * sizeof(lpfx));
+    w->e[pos] = e;
+    w->pfx[pos] = pfx;
+    memcpy(&w->e[pos + 1], &lf->e[pos], (lf->n - pos) * sizeof(entry *));
+    memcpy(&w->pfx[pos + 1], &lf->pfx[pos], (lf->n - pos) * sizeof(lpfx));
 }
 
-/* The full leaf at child c of par takes e by moving entries into its left
- * sibling l, which has room. */
+/* Copy n slots from w[wi] to dst[di]. */
 static void
-shift_left(inner *par, unsigned c, leaf *l, leaf *lf, unsigned pos, entry *e)
+wide_put(leaf *dst, unsigned di, const wide *w, unsigned wi, unsigned n)
 {
-    entry *tmp[LEAF_CAP + 1];
+    memcpy(&dst->e[di], &w->e[wi], n * sizeof(entry *));
+    memcpy(&dst->pfx[di], &w->pfx[wi], n * sizeof(lpfx));
+}
+
+/* The full leaf lf at child c of par takes the slots of w (its own and the
+ * new one) by moving some into its left sibling l, which has room. */
+static void
+shift_left(inner *par, unsigned c, leaf *l, leaf *lf, const wide *w)
+{
     unsigned k = (LEAF_CAP - l->n + 1) / 2;
-    leaf_gather(lf, pos, e, tmp);
-    memcpy(&l->e[l->n], tmp, k * sizeof(entry *));
+    wide_put(l, l->n, w, 0, k);
     l->n += k;
     lf->n = LEAF_CAP + 1 - k;
-    memcpy(lf->e, &tmp[k], lf->n * sizeof(entry *));
-    set_sep(par, c - 1, lf->e[0]);
+    wide_put(lf, 0, w, k, lf->n);
+    set_sep_first(par, c - 1, lf);
 }
 
 /* As shift_left, into the right sibling r. */
 static void
-shift_right(inner *par, unsigned c, leaf *lf, leaf *r, unsigned pos, entry *e)
+shift_right(inner *par, unsigned c, leaf *lf, leaf *r, const wide *w)
 {
-    entry *tmp[LEAF_CAP + 1];
     unsigned k = (LEAF_CAP - r->n + 1) / 2;
-    leaf_gather(lf, pos, e, tmp);
-    memmove(&r->e[k], r->e, r->n * sizeof(entry *));
-    memcpy(r->e, &tmp[LEAF_CAP + 1 - k], k * sizeof(entry *));
+    slots_move(r, k, r, 0, r->n);
+    wide_put(r, 0, w, LEAF_CAP + 1 - k, k);
     r->n += k;
     lf->n = LEAF_CAP + 1 - k;
-    memcpy(lf->e, tmp, lf->n * sizeof(entry *));
-    set_sep(par, c, r->e[0]);
+    wide_put(lf, 0, w, 0, lf->n);
+    set_sep_first(par, c, r);
 }
 
-/* Make room for e in the full leaf p->lf via a sibling under the same
- * parent; false when there is none with room. */
+/* Spread w, the full leaf p->lf plus the new slot, over p->lf and a sibling
+ * with room under the same parent; false when there is none. */
 static bool
-leaf_shift(const kidx *k, const path *p, unsigned pos, entry *e)
+leaf_shift(const kidx *k, const path *p, const wide *w)
 {
     if (k->height == 0)
         return false;
@@ -418,11 +551,11 @@ leaf_shift(const kidx *k, const path *p, unsigned pos, entry *e)
     leaf *l = c > 0 ? par->child[c - 1] : NULL;
     leaf *r = c < par->n ? par->child[c + 1] : NULL;
     if (l != NULL && l->n < LEAF_CAP) {
-        shift_left(par, c, l, p->lf, pos, e);
+        shift_left(par, c, l, p->lf, w);
         return true;
     }
     if (r != NULL && r->n < LEAF_CAP) {
-        shift_right(par, c, p->lf, r, pos, e);
+        shift_right(par, c, p->lf, r, w);
         return true;
     }
     return false;
@@ -510,24 +643,23 @@ insert_up(kidx *k, const path *p, unsigned d, entry *e, void *right)
     grow_root(k, e, right);
 }
 
-/* Split the full leaf p->lf while inserting e at pos. An insert past the
- * end of the last leaf (or before the first) leaves the old entries
- * together, so sorted loads make full leaves. */
+/* Split the full leaf p->lf into itself and a new right sibling, taking w
+ * (its slots with the new one at pos). An insert past the end of the last
+ * leaf (or before the first) leaves the old entries together, so sorted
+ * loads make full leaves. */
 static void
-leaf_split(kidx *k, const path *p, unsigned pos, entry *e)
+leaf_split(kidx *k, const path *p, unsigned pos, const wide *w)
 {
-    entry *tmp[LEAF_CAP + 1];
     leaf *lf = p->lf, *r = take_leaf(k);
     unsigned s = (LEAF_CAP + 1) / 2;
     if (pos == LEAF_CAP && lf->next == NULL)
         s = LEAF_CAP;
     else if (pos == 0)
         s = 1;
-    leaf_gather(lf, pos, e, tmp);
     lf->n = s;
-    memcpy(lf->e, tmp, s * sizeof(entry *));
+    wide_put(lf, 0, w, 0, s);
     r->n = LEAF_CAP + 1 - s;
-    memcpy(r->e, &tmp[s], r->n * sizeof(entry *));
+    wide_put(r, 0, w, s, r->n);
     r->next = lf->next;
     lf->next = r;
     insert_up(k, p, k->height, r->e[0], r);
@@ -542,7 +674,7 @@ fix_eq_sep(const kidx *k, const path *p)
 {
     const leaf *lf = p->lf;
     if (lf->n > 0) {
-        set_sep(p->eq_node, p->eq_slot, lf->e[0]);
+        set_sep_first(p->eq_node, p->eq_slot, lf);
         return;
     }
     /* Only the last leaf can be down to one entry (after an append split),
@@ -558,18 +690,18 @@ leaf_balance(inner *par, unsigned li, leaf *l, leaf *r)
     unsigned want = (l->n + r->n) / 2;
     if (l->n < want) {
         unsigned d = want - l->n;
-        memcpy(&l->e[l->n], r->e, d * sizeof(entry *));
-        memmove(r->e, &r->e[d], (r->n - d) * sizeof(entry *));
+        slots_move(l, l->n, r, 0, d);
+        slots_move(r, 0, r, d, r->n - d);
         l->n += d;
         r->n -= d;
     } else {
         unsigned d = l->n - want;
-        memmove(&r->e[d], r->e, r->n * sizeof(entry *));
-        memcpy(r->e, &l->e[want], d * sizeof(entry *));
+        slots_move(r, d, r, 0, r->n);
+        slots_move(r, 0, l, want, d);
         l->n -= d;
         r->n += d;
     }
-    set_sep(par, li, r->e[0]);
+    set_sep_first(par, li, r);
 }
 
 static void inner_rebalance(kidx *k, const path *p, unsigned d);
@@ -587,7 +719,7 @@ leaf_rebalance(kidx *k, const path *p)
         leaf_balance(par, li, l, r);
         return;
     }
-    memcpy(&l->e[l->n], r->e, r->n * sizeof(entry *));
+    slots_move(l, l->n, r, 0, r->n);
     l->n += r->n;
     l->next = r->next;
     inner_remove_at(par, li);
@@ -768,7 +900,7 @@ kidx_put(kidx *k, entry *e)
     bool found;
     descend(k, &pr, &p);
     unsigned pos = leaf_search(p.lf, &pr, false, &found);
-    if (found) {
+    if (found) { /* same key, so pfx[pos] and the separator's pfx hold */
         entry *old = p.lf->e[pos];
         p.lf->e[pos] = e;
         if (p.eq_node != NULL)
@@ -776,10 +908,14 @@ kidx_put(kidx *k, entry *e)
         return old;
     }
     k->count++;
-    if (p.lf->n < LEAF_CAP)
-        leaf_insert_at(p.lf, pos, e);
-    else if (!leaf_shift(k, &p, pos, e))
-        leaf_split(k, &p, pos, e);
+    if (p.lf->n < LEAF_CAP) {
+        leaf_insert_at(p.lf, pos, e, leaf_pfx(pr.pfx));
+    } else {
+        wide w;
+        wide_gather(&w, p.lf, pos, e, leaf_pfx(pr.pfx));
+        if (!leaf_shift(k, &p, &w))
+            leaf_split(k, &p, pos, &w);
+    }
     if (k->resv > 0 && --k->resv == 0)
         pool_trim(k, 1, k->height + 1u);
     return NULL;
@@ -858,4 +994,88 @@ kidx_next(kidx_iter *it)
         it->pos = 0;
     }
     return e;
+}
+
+/* --- invariant check ----------------------------------------------------- */
+
+typedef struct check {
+    bool in_chain;                  /* a leaf was seen: next_leaf is set */
+    const leaf *next_leaf;          /* the leaf the chain says comes next */
+    const entry *last;              /* the greatest entry seen so far */
+    size_t count;                   /* entries seen */
+    size_t n_level[MAX_HEIGHT + 1]; /* nodes seen per level */
+} check;
+
+static const char *
+check_leaf(check *c, const leaf *lf, bool is_root)
+{
+    if (lf->n > LEAF_CAP || (lf->n == 0 && !is_root))
+        return "leaf entry count out of range";
+    if (c->in_chain && c->next_leaf != lf)
+        return "leaf chain skips or reorders a leaf";
+    for (unsigned i = 0; i < lf->n; i++) {
+        const entry *e = lf->e[i];
+        if (lf->pfx[i] != entry_leaf_pfx(e))
+            return "leaf prefix differs from its entry's key";
+        if (c->last != NULL && key_cmp(entry_key(c->last), c->last->klen,
+                                       entry_key(e), e->klen) >= 0)
+            return "keys not strictly ascending";
+        c->last = e;
+    }
+    c->count += lf->n;
+    c->in_chain = true;
+    c->next_leaf = lf->next;
+    return NULL;
+}
+
+/* Check the subtree at n (of the given level); *min is its first entry. */
+static const char *
+check_node(check *c, const void *n, unsigned level, bool is_root,
+           const entry **min)
+{
+    c->n_level[level]++;
+    if (level == 0) {
+        const leaf *lf = n;
+        *min = lf->n > 0 ? lf->e[0] : NULL;
+        return check_leaf(c, lf, is_root);
+    }
+    const inner *x = n;
+    if (x->n < 1 || x->n > INNER_CAP)
+        return "inner separator count out of range";
+    const char *err = check_node(c, x->child[0], level - 1, false, min);
+    for (unsigned i = 0; err == NULL && i < x->n; i++) {
+        const entry *m;
+        err = check_node(c, x->child[i + 1], level - 1, false, &m);
+        if (err == NULL && x->s[i].e != m)
+            err = "separator is not the first entry of its right child";
+        if (err == NULL && x->s[i].pfx != key_pfx(entry_key(m), m->klen))
+            err = "separator prefix differs from its entry's key";
+    }
+    return err;
+}
+
+const char *
+kidx_check(const kidx *k)
+{
+    check c;
+    const entry *min;
+    memset(&c, 0, sizeof(c));
+    const char *err = check_node(&c, k->root, k->height, true, &min);
+    if (err != NULL)
+        return err;
+    if (c.next_leaf != NULL)
+        return "last leaf has a next leaf";
+    if (c.count != k->count)
+        return "entry count differs from the tree";
+    for (unsigned lv = 0; lv <= MAX_HEIGHT; lv++)
+        if (c.n_level[lv] != k->n_level[lv])
+            return "node count per level differs from the tree";
+    size_t n_leaf = 0, n_inner = 0;
+    for (const leaf *lf = k->pool_leaf; lf != NULL; lf = lf->next)
+        n_leaf++;
+    for (const inner *x = k->pool_inner; x != NULL; x = x->child[0])
+        n_inner++;
+    if (n_leaf != k->n_pool_leaf || n_inner != k->n_pool_inner)
+        return "pool counts differ from the pool lists";
+    return NULL;
 }

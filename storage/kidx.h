@@ -67,4 +67,9 @@ void kidx_seek(const kidx *k, kidx_iter *it, const uint8_t *key, size_t klen,
 /* The entry at the iterator, advancing it; NULL at the end. */
 entry *kidx_next(kidx_iter *it);
 
+/* Check every invariant of the tree (order, leaf prefixes, separators, leaf
+ * chain, counts): NULL when they hold, else a description of the first one
+ * broken (a string literal). Walks every entry: for tests. */
+const char *kidx_check(const kidx *k);
+
 #endif

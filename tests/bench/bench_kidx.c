@@ -7,15 +7,19 @@
  *   array    a sorted array of entry pointers: the lookup and memory floor,
  *            built by one sort (no insert or delete figures)
  *
- * Workload: n (default 1M) random 16-byte keys with 100-byte values stored
- * as entries (entry.h), allocated from the slab (storage/slab.c) or from
- * malloc. Each candidate runs in a forked child, so resident memory is
- * measured from a clean start: rss_* is the RSS growth per key for entries
- * plus index, overhead_* the same minus the 116 key+value bytes.
+ * Workload: n (default 1M) 16-byte keys with 100-byte values stored as
+ * entries (entry.h), allocated from the slab (storage/slab.c) or from
+ * malloc, inserted and looked up in random order. Keys are random bytes, or
+ * with --keys user "user:%011u" of 0..n-1: every key shares its first 10
+ * bytes, the worst case for the B+tree's cached key prefixes. Each candidate
+ * runs in a forked child, so resident memory is measured from a clean
+ * start: rss_* is the RSS growth per key for entries plus index, overhead_*
+ * the same minus the 116 key+value bytes.
  *
  * Output: one figure per line, "name value unit".
  *
- *   bench_kidx [n_keys] [seed]
+ *   bench_kidx [--only btree,skiplist,array,alloc] [--keys random|user]
+ *              [n_keys] [seed]
  */
 #include "proto/clock.h"
 #include "proto/mem.h"
@@ -654,14 +658,54 @@ bench_alloc(void)
     slab_close(s);
 }
 
+/* n keys "user:%011zu" of a permutation of 0..n-1. */
+static void
+user_keys(workload *w, uint64_t *rng)
+{
+    char buf[KLEN + 1];
+    size_t *p = permutation(w->n, rng);
+    for (size_t i = 0; i < w->n; i++) {
+        if (snprintf(buf, sizeof(buf), "user:%011zu", p[i]) != KLEN)
+            die("--keys user: too many keys");
+        memcpy(&w->keys[i * KLEN], buf, KLEN);
+    }
+    free(p);
+}
+
+/* Whether name is in the comma-separated list (NULL: all). */
+static bool
+wanted(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; p != NULL; p = strchr(p, ',')) {
+        p += *p == ',';
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+            return true;
+    }
+    return list == NULL;
+}
+
 int
 main(int argc, char **argv)
 {
+    static const char usage[] = "usage: bench_kidx [--only btree,skiplist,"
+                                "array,alloc] [--keys random|user] "
+                                "[n_keys] [seed]";
     workload w;
-    uint64_t rng = argc > 2 ? strtoull(argv[2], NULL, 0) : 1;
-    w.n = argc > 1 ? strtoull(argv[1], NULL, 0) : 1000000;
-    if (w.n == 0)
-        die("usage: bench_kidx [n_keys] [seed]");
+    const char *only = NULL, *shape = "random";
+    int a = 1;
+    for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
+        if (strcmp(argv[a], "--only") == 0)
+            only = argv[a + 1];
+        else if (strcmp(argv[a], "--keys") == 0)
+            shape = argv[a + 1];
+        else
+            die(usage);
+    }
+    uint64_t rng = argc > a + 1 ? strtoull(argv[a + 1], NULL, 0) : 1;
+    w.n = argc > a ? strtoull(argv[a], NULL, 0) : 1000000;
+    if (w.n == 0 || (strcmp(shape, "random") != 0 && strcmp(shape, "user")))
+        die(usage);
     w.keys = malloc(w.n * KLEN);
     if (w.keys == NULL)
         die("keys");
@@ -669,18 +713,24 @@ main(int argc, char **argv)
         uint64_t v = rnd(&rng);
         memcpy(&w.keys[i], &v, 8);
     }
+    if (strcmp(shape, "user") == 0)
+        user_keys(&w, &rng);
     w.get_order = permutation(w.n, &rng);
     w.del_order = permutation(w.n, &rng);
-    printf("keys %zu count\n", w.n);
+    printf("keys %zu count (%s)\n", w.n, shape);
 
     static const cand_ops *const cands[] = {&btree_ops, &skiplist_ops,
                                             &array_ops};
     for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+        if (!wanted(only, cands[i]->name))
+            continue;
         in_child(run_timed, cands[i], &w);
         in_child(run_malloc_rss, cands[i], &w);
     }
-    in_child(run_sorted_load, &btree_ops, &w);
-    bench_alloc();
+    if (wanted(only, "btree"))
+        in_child(run_sorted_load, &btree_ops, &w);
+    if (wanted(only, "alloc"))
+        bench_alloc();
     free(w.keys);
     free(w.get_order);
     free(w.del_order);
