@@ -30,7 +30,6 @@
 /* KIDX_LEAF_CAP in kidx.c: sorted loads fill leaves to exactly this. */
 #define LEAF_CAP 169
 
-
 /* The reference: entry pointers sorted by key. */
 typedef struct ref {
     entry **e;
