@@ -584,7 +584,7 @@ read_begin(store *s, uint32_t shard_id, const uint8_t *key, size_t klen)
     shoal_err rc;
     if ((rc = check_shard(s, shard_id)) != SHOAL_OK)
         return rc;
-    return key == NULL && klen == 0 ? SHOAL_OK : check_key(s, key, klen);
+    return check_key(s, key, klen);
 }
 
 static shoal_err
@@ -602,8 +602,6 @@ store_get(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     shoal_err rc;
     if ((rc = read_begin(s, shard_id, key, klen)) != SHOAL_OK)
         return rc;
-    if (key == NULL)
-        return SHOAL_EINVAL;
     shard *sh = &s->shards[shard_id];
     uint64_t ticket = 0;
     pthread_rwlock_rdlock(&sh->lock);
@@ -627,8 +625,6 @@ store_ttl(store *s, uint32_t shard_id, const uint8_t *key, size_t klen,
     shoal_err rc;
     if ((rc = read_begin(s, shard_id, key, klen)) != SHOAL_OK)
         return rc;
-    if (key == NULL)
-        return SHOAL_EINVAL;
     shard *sh = &s->shards[shard_id];
     uint64_t now = clock_now_ms(), ticket = 0;
     pthread_rwlock_rdlock(&sh->lock);

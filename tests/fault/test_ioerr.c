@@ -34,21 +34,6 @@
 #define N_SHARDS 2
 #define N_KEYS   16
 
-typedef struct fault {
-    const char *name;
-    shoal_err code;
-    bool forever;
-    bool short_write;
-} fault;
-
-static const fault faults[] = {
-    {"EIO once", SHOAL_EIO, false, false},
-    {"EIO forever", SHOAL_EIO, true, false},
-    {"ENOSPC once", SHOAL_ENOSPC, false, false},
-    {"ENOSPC forever", SHOAL_ENOSPC, true, false},
-    {"short write", SHOAL_EIO, false, true},
-};
-
 static void
 opts_for(store_opts *o, fs *f)
 {
@@ -98,7 +83,7 @@ check_image(fs_mem *m, const wl *w, size_t lo, size_t hi, const char *what)
 
 /* One run with the k-th call failing. Returns whether the fault fired. */
 static bool
-run_with_fault(const wl *w, const fault *f, uint64_t k, size_t *n_errors)
+run_with_fault(const wl *w, const fs_mem_fault *f, uint64_t k, size_t *n_errors)
 {
     fs_mem *m = NULL;
     assert_int_equal(fs_mem_open(&m), SHOAL_OK);
@@ -146,13 +131,13 @@ test_ioerr_kth_call_during_writes(void **state)
     wl w;
     assert_int_equal(
         wl_gen(&w, seed, tu_long() ? 400 : 120, N_KEYS, N_SHARDS, 900, 50), 0);
-    for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+    for (size_t f = 0; f < fs_mem_n_faults; f++) {
         uint64_t k = 1;
         size_t errors = 0;
-        while (run_with_fault(&w, &faults[f], k, &errors))
+        while (run_with_fault(&w, &fs_mem_faults[f], k, &errors))
             k++;
         printf("# %s: failed calls 1..%llu, %zu ops saw an error\n",
-               faults[f].name, (unsigned long long) (k - 1), errors);
+               fs_mem_faults[f].name, (unsigned long long) (k - 1), errors);
         assert_true(k > 50); /* the workload makes many I/O calls */
     }
     wl_free(&w);
@@ -249,15 +234,15 @@ test_ioerr_kth_call_during_recovery(void **state)
         assert_int_equal(wl_run(s, &w, i), SHOAL_OK);
     store_close(s);
 
-    for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+    for (size_t f = 0; f < fs_mem_n_faults; f++) {
         uint64_t k;
         for (k = 1;; k++) {
             fs_mem *m = NULL;
             assert_int_equal(
                 fs_mem_crash_clone(base, FS_CRASH_KEEP_UNSYNCED, k, &m),
                 SHOAL_OK);
-            fs_mem_fail(m, FS_OP_ALL, k, faults[f].code, faults[f].forever,
-                        faults[f].short_write);
+            fs_mem_fail(m, FS_OP_ALL, k, fs_mem_faults[f].code,
+                        fs_mem_faults[f].forever, fs_mem_faults[f].short_write);
             store_opts o;
             opts_for(&o, fs_mem_fs(m));
             store *r = NULL;
@@ -278,7 +263,7 @@ test_ioerr_kth_call_during_recovery(void **state)
             if (!fired)
                 break;
         }
-        printf("# recovery, %s: failed calls 1..%llu\n", faults[f].name,
+        printf("# recovery, %s: failed calls 1..%llu\n", fs_mem_faults[f].name,
                (unsigned long long) (k - 1));
     }
     fs_mem_close(base);

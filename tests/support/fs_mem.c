@@ -1472,3 +1472,13 @@ fs_mem_truncate(fs_mem *m, const char *path, uint64_t len)
     unlock(m);
     return rc;
 }
+
+const fs_mem_fault fs_mem_faults[] = {
+    {"EIO once", SHOAL_EIO, false, false},
+    {"EIO forever", SHOAL_EIO, true, false},
+    {"ENOSPC once", SHOAL_ENOSPC, false, false},
+    {"ENOSPC forever", SHOAL_ENOSPC, true, false},
+    {"short write", SHOAL_EIO, false, true},
+};
+
+const size_t fs_mem_n_faults = sizeof(fs_mem_faults) / sizeof(fs_mem_faults[0]);

@@ -71,6 +71,17 @@ fs *fs_mem_fs(fs_mem *m);
 void fs_mem_fail(fs_mem *m, unsigned op_mask, uint64_t k, shoal_err code,
                  bool forever, bool short_write);
 
+/* The fault kinds every I/O-error loop runs (TESTING.md G6). */
+typedef struct fs_mem_fault {
+    const char *name;
+    shoal_err code;
+    bool forever;
+    bool short_write;
+} fs_mem_fault;
+
+extern const fs_mem_fault fs_mem_faults[];
+extern const size_t fs_mem_n_faults;
+
 /* Stop injecting failures. */
 void fs_mem_fail_clear(fs_mem *m);
 

@@ -2132,21 +2132,6 @@ test_wal_gc_deletes_covered_segments(void **state)
 
 /* ---- G6: the k-th I/O call fails (fs_mem) -------------------------------- */
 
-typedef struct fault {
-    const char *name;
-    shoal_err code;
-    bool forever;
-    bool short_write;
-} fault;
-
-static const fault faults[] = {
-    {"EIO once", SHOAL_EIO, false, false},
-    {"EIO forever", SHOAL_EIO, true, false},
-    {"ENOSPC once", SHOAL_ENOSPC, false, false},
-    {"ENOSPC forever", SHOAL_ENOSPC, true, false},
-    {"short write", SHOAL_EIO, false, true},
-};
-
 #define FW_N 90
 
 typedef struct frun {
@@ -2179,7 +2164,7 @@ assert_sticky(wal *w, const frun *r, uint64_t last_ticket)
 
 /* The workload: appends, waiting durable on every 4th. */
 static void
-fault_workload(wal *w, const fault *f, frun *r)
+fault_workload(wal *w, const fs_mem_fault *f, frun *r)
 {
     spec *s = malloc(sizeof *s);
     uint64_t t = 0, last = 0;
@@ -2237,7 +2222,7 @@ assert_image_ok(fs_mem *m, const frun *r, fs_crash_mode mode)
 
 /* One run with the k-th call failing. Returns whether the fault fired. */
 static bool
-fault_run(const fault *f, uint64_t k)
+fault_run(const fs_mem_fault *f, uint64_t k)
 {
     fs_mem *m = NULL;
     tdir d;
@@ -2266,11 +2251,12 @@ static void
 test_wal_g6_kth_call_fails(void **state)
 {
     (void) state;
-    for (size_t f = 0; f < sizeof faults / sizeof faults[0]; f++) {
+    for (size_t f = 0; f < fs_mem_n_faults; f++) {
         uint64_t k = 1;
-        while (fault_run(&faults[f], k))
+        while (fault_run(&fs_mem_faults[f], k))
             k++;
-        printf("# %s: failed calls 1..%" PRIu64 "\n", faults[f].name, k - 1);
+        printf("# %s: failed calls 1..%" PRIu64 "\n", fs_mem_faults[f].name,
+               k - 1);
         assert_true(k > 40);
     }
 }
