@@ -47,14 +47,7 @@ typedef struct run {
 static void
 opts_for(store_opts *o, fs *f)
 {
-    store_opts_default(o);
-    o->data_dir = "/data";
-    o->fs = f;
-    o->n_shards = N_SHARDS;
-    o->fsync = WAL_FSYNC_ALWAYS;
-    o->segment_bytes = 64u << 10; /* rotate often */
-    o->max_value_bytes = 4096;
-    o->background = false;
+    wl_store_opts(o, f, N_SHARDS, 64u << 10, 4096);
 }
 
 static void *

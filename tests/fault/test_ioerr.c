@@ -37,14 +37,7 @@
 static void
 opts_for(store_opts *o, fs *f)
 {
-    store_opts_default(o);
-    o->data_dir = "/data";
-    o->fs = f;
-    o->n_shards = N_SHARDS;
-    o->fsync = WAL_FSYNC_ALWAYS;
-    o->segment_bytes = 16u << 10;
-    o->max_value_bytes = 1024;
-    o->background = false;
+    wl_store_opts(o, f, N_SHARDS, 16u << 10, 1024);
 }
 
 static bool

@@ -19,6 +19,20 @@ wl_key(int k, char *buf, size_t cap)
         snprintf(buf, cap, "key-%03d", k);
 }
 
+void
+wl_store_opts(store_opts *o, fs *f, uint32_t n_shards, uint64_t segment_bytes,
+              size_t max_value_bytes)
+{
+    store_opts_default(o);
+    o->data_dir = "/data";
+    o->fs = f;
+    o->n_shards = n_shards;
+    o->fsync = WAL_FSYNC_ALWAYS;
+    o->segment_bytes = segment_bytes;
+    o->max_value_bytes = max_value_bytes;
+    o->background = false;
+}
+
 uint32_t
 wl_shard(const wl *w, int k)
 {

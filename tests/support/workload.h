@@ -55,6 +55,12 @@ shoal_err wl_run(store *s, const wl *w, size_t i);
 bool wl_check(store *s, const wl *w, size_t lo, size_t hi, size_t *j_out,
               bool verbose);
 
+/* Engine options for fault tests on an fs_mem file system f: data dir
+ * "/data", fsync=always, no background thread, the given shard count,
+ * WAL segment size and value limit. */
+void wl_store_opts(store_opts *o, fs *f, uint32_t n_shards,
+                   uint64_t segment_bytes, size_t max_value_bytes);
+
 /* Key and shard of key index k. */
 void wl_key(int k, char *buf, size_t cap);
 uint32_t wl_shard(const wl *w, int k);
