@@ -127,6 +127,10 @@ typedef struct store_wopts {
                             absent key has version 0), else SHOAL_EVERSION */
     uint64_t if_version;
     bool durable; /* fdatasync before returning, whatever the policy */
+    bool no_wait; /* return once logged and applied, before the commit: the
+                     caller completes it with store_commit_notify/_wait on a
+                     store_commit_point() taken after the write (servers
+                     answer many writes with one wait) */
 } store_wopts;
 
 /* Put key = val. opts may be NULL. *version_out (may be NULL) gets the new
@@ -169,6 +173,32 @@ typedef struct store_op {
  * from ops[0].opts. */
 shoal_err store_batch(store *s, uint32_t shard, const store_op *ops, size_t n,
                       shoal_err *results, uint64_t *version_out);
+
+/* --- deferred commit --------------------------------------------------------
+ * A server applies a frame's writes with no_wait, takes the commit point
+ * once, and answers every write of the frame when that point commits. Reads
+ * of another caller still wait for a write they observe, so nothing
+ * uncommitted is ever returned.
+ */
+
+/* A position covering every write applied so far (0: memory-only, or
+ * nothing written yet). */
+uint64_t store_commit_point(store *s);
+
+typedef void (*store_done_cb)(void *arg, shoal_err rc);
+
+/* Call cb(arg, rc) exactly once when every write up to point is committed
+ * under the policy (durable: fsynced whatever the policy): rc SHOAL_OK, or
+ * SHOAL_EIO if the log failed first (those writes' fate is unknown, as after
+ * a crash; the engine turns read-only), SHOAL_ECLOSED if the store closed.
+ * When already committed cb runs in the caller before this returns;
+ * otherwise on the WAL writer thread, so cb must be quick and must not call
+ * into the store. Returns SHOAL_ENOMEM (cb not called) or SHOAL_OK. */
+shoal_err store_commit_notify(store *s, uint64_t point, bool durable,
+                              store_done_cb cb, void *arg);
+
+/* Block until point is committed. SHOAL_OK, SHOAL_EIO, SHOAL_ECLOSED. */
+shoal_err store_commit_wait(store *s, uint64_t point, bool durable);
 
 /* --- maintenance ------------------------------------------------------------
  */

@@ -175,6 +175,70 @@ wait_commit(store *s, shard *sh, uint64_t ticket, uint64_t lsn, bool durable)
     return SHOAL_OK;
 }
 
+/* ---- deferred commit
+ * ---------------------------------------------------------
+ */
+
+uint64_t
+store_commit_point(store *s)
+{
+    return s->wal == NULL ? 0 : wal_last_ticket(s->wal);
+}
+
+/* A failed log makes the engine read-only; callers see SHOAL_EIO (their
+ * writes' fate is unknown) unless the store simply closed. */
+static shoal_err
+commit_rc(store *s, shoal_err rc)
+{
+    if (rc == SHOAL_OK || rc == SHOAL_ECLOSED)
+        return rc;
+    atomic_store(&s->read_only, 1);
+    return SHOAL_EIO;
+}
+
+typedef struct commit_ctx {
+    store *s;
+    store_done_cb cb;
+    void *arg;
+} commit_ctx;
+
+static void
+commit_done(void *arg, shoal_err rc)
+{
+    commit_ctx *c = arg;
+    store_done_cb cb = c->cb;
+    void *cb_arg = c->arg;
+    rc = commit_rc(c->s, rc);
+    mem_free(c);
+    cb(cb_arg, rc);
+}
+
+shoal_err
+store_commit_notify(store *s, uint64_t point, bool durable, store_done_cb cb,
+                    void *arg)
+{
+    if (s->wal == NULL || point == 0) {
+        cb(arg, SHOAL_OK);
+        return SHOAL_OK;
+    }
+    commit_ctx *c = mem_alloc(sizeof(*c));
+    if (c == NULL)
+        return SHOAL_ENOMEM;
+    *c = (commit_ctx){.s = s, .cb = cb, .arg = arg};
+    shoal_err rc = wal_notify(s->wal, point, durable, commit_done, c);
+    if (rc != SHOAL_OK)
+        mem_free(c);
+    return rc;
+}
+
+shoal_err
+store_commit_wait(store *s, uint64_t point, bool durable)
+{
+    if (s->wal == NULL || point == 0)
+        return SHOAL_OK;
+    return commit_rc(s, wal_wait(s->wal, point, durable));
+}
+
 /* ---- the write path ---------------------------------------------------------
  */
 
@@ -299,7 +363,8 @@ finish_write(store *s, shard *sh, shoal_err rc, uint64_t ticket, uint64_t lsn,
 {
     if (rc != SHOAL_OK)
         return rc;
-    rc = wait_commit(s, sh, ticket, lsn, opts != NULL && opts->durable);
+    if (opts == NULL || !opts->no_wait)
+        rc = wait_commit(s, sh, ticket, lsn, opts != NULL && opts->durable);
     if (rc == SHOAL_OK && version_out != NULL)
         *version_out = lsn;
     return rc;

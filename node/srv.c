@@ -1,0 +1,2 @@
+/* placeholder until written */
+typedef int shoal_placeholder_;
