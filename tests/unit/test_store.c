@@ -12,11 +12,15 @@
 
 #include "proto/mem.h"
 #include "storage/store.h"
+#include "tests/support/fs_mem.h"
 #include "tests/support/testutil.h"
+#include "tests/support/workload.h"
 
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define K(s) ((const uint8_t *) (s)), strlen(s)
 
@@ -578,10 +582,144 @@ test_store_snapshot_now_on_background_thread(void **state)
     store_close(s);
 }
 
+/* ---- deferred commit (store_wopts.no_wait + store_commit_*) ---- */
+
+typedef struct commit_seen {
+    sem_t done;
+    shoal_err rc;
+    int calls;
+} commit_seen;
+
+static void
+commit_seen_cb(void *arg, shoal_err rc)
+{
+    commit_seen *c = arg;
+    c->rc = rc;
+    c->calls++;
+    sem_post(&c->done);
+}
+
+static shoal_err
+commit_seen_wait(commit_seen *c)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    assert_int_equal(sem_timedwait(&c->done, &ts), 0);
+    return c->rc;
+}
+
+/* A no_wait write is applied (visible, versioned) at once; its commit is
+ * reported by store_commit_notify once the WAL covers the commit point. */
+static void
+test_store_deferred_commit_notify(void **state)
+{
+    store_opts o;
+    store_opts_default(&o);
+    o.data_dir = *state;
+    o.n_shards = 2;
+    o.fsync = WAL_FSYNC_INTERVAL;
+    o.fsync_interval_ms = 60000; /* only an explicit durable wait syncs */
+    o.background = false;
+    store *s = NULL;
+    assert_int_equal(store_open(&o, &s), SHOAL_OK);
+    assert_int_equal(store_commit_point(s), 0);
+
+    store_wopts w = {.no_wait = true, .durable = true};
+    uint64_t v1 = 0, v2 = 0;
+    assert_int_equal(store_put(s, 0, K("a"), K("1"), &w, &v1), SHOAL_OK);
+    assert_int_equal(store_put(s, 1, K("b"), K("2"), &w, &v2), SHOAL_OK);
+    assert_int_equal(v1, 1);
+    assert_int_equal(v2, 1);
+    uint64_t point = store_commit_point(s);
+    assert_true(point > 0);
+
+    store_stats before;
+    store_get_stats(s, &before);
+    commit_seen c = {.calls = 0};
+    sem_init(&c.done, 0, 0);
+    assert_int_equal(store_commit_notify(s, point, true, commit_seen_cb, &c),
+                     SHOAL_OK);
+    assert_int_equal(commit_seen_wait(&c), SHOAL_OK);
+    assert_int_equal(c.calls, 1);
+    store_stats after;
+    store_get_stats(s, &after);
+    assert_true(after.wal_fsyncs > before.wal_fsyncs);
+
+    /* Already committed: the callback runs before notify returns. */
+    assert_int_equal(store_commit_notify(s, point, true, commit_seen_cb, &c),
+                     SHOAL_OK);
+    assert_int_equal(c.calls, 2);
+    assert_int_equal(store_commit_wait(s, point, true), SHOAL_OK);
+    sem_destroy(&c.done);
+    store_close(s);
+
+    /* Both writes survive a reopen. */
+    assert_int_equal(store_open(&o, &s), SHOAL_OK);
+    got g;
+    assert_int_equal(store_get(s, 1, K("b"), copy_cb, &g), SHOAL_OK);
+    assert_string_equal(g.val, "2");
+    store_close(s);
+}
+
+/* Memory-only: nothing to wait for, the callback runs in the caller. */
+static void
+test_store_deferred_commit_memory_only(void **state)
+{
+    (void) state;
+    store *s = open_store(NULL, 1);
+    store_wopts w = {.no_wait = true};
+    assert_int_equal(store_put(s, 0, K("k"), K("v"), &w, NULL), SHOAL_OK);
+    assert_int_equal(store_commit_point(s), 0);
+    commit_seen c = {.calls = 0};
+    sem_init(&c.done, 0, 0);
+    assert_int_equal(store_commit_notify(s, 0, true, commit_seen_cb, &c),
+                     SHOAL_OK);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.rc, SHOAL_OK);
+    sem_destroy(&c.done);
+    store_close(s);
+}
+
+/* A failed fsync under a deferred commit reports SHOAL_EIO to the callback
+ * and leaves the engine read-only: no later write is acknowledged. */
+static void
+test_store_deferred_commit_fsync_failure(void **state)
+{
+    (void) state;
+    fs_mem *m = NULL;
+    assert_int_equal(fs_mem_open(&m), SHOAL_OK);
+    store_opts o;
+    wl_store_opts(&o, fs_mem_fs(m), 1, 64u << 10, 4096);
+    store *s = NULL;
+    assert_int_equal(store_open(&o, &s), SHOAL_OK);
+    fs_mem_fail(m, FS_OP_FSYNC, 1, SHOAL_EIO, true, false);
+    store_wopts w = {.no_wait = true};
+    assert_int_equal(store_put(s, 0, K("k"), K("v"), &w, NULL), SHOAL_OK);
+    commit_seen c = {.calls = 0};
+    sem_init(&c.done, 0, 0);
+    assert_int_equal(store_commit_notify(s, store_commit_point(s), false,
+                                         commit_seen_cb, &c),
+                     SHOAL_OK);
+    assert_int_equal(commit_seen_wait(&c), SHOAL_EIO);
+    assert_int_equal(store_put(s, 0, K("k2"), K("v"), NULL, NULL),
+                     SHOAL_EREADONLY);
+    store_stats st;
+    store_get_stats(s, &st);
+    assert_true(st.read_only);
+    sem_destroy(&c.done);
+    store_close(s);
+    fs_mem_close(m);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_store_deferred_commit_notify,
+                                        tu_tmpdir_up, tu_tmpdir_down),
+        cmocka_unit_test(test_store_deferred_commit_memory_only),
+        cmocka_unit_test(test_store_deferred_commit_fsync_failure),
         cmocka_unit_test_setup_teardown(test_store_put_get_versions,
                                         tu_tmpdir_up, tu_tmpdir_down),
         cmocka_unit_test_setup_teardown(test_store_conditions, tu_tmpdir_up,
