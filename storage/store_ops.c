@@ -315,7 +315,10 @@ has_cond(const store_wopts *o)
 static uint64_t
 expiry_of(const store_wopts *o, uint64_t now_ms)
 {
-    return (o != NULL && o->ttl_ms != 0) ? now_ms + o->ttl_ms : 0;
+    if (o == NULL || o->ttl_ms == 0)
+        return 0;
+    /* Saturate: a ttl past the end of time must not wrap into the past. */
+    return o->ttl_ms > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + o->ttl_ms;
 }
 
 /* Write one op whose entry (NULL for a delete) was built by the caller,

@@ -712,6 +712,21 @@ test_store_deferred_commit_fsync_failure(void **state)
     fs_mem_close(m);
 }
 
+/* A ttl so large that now + ttl wraps must not make the key expire at
+ * once (it saturates to "the end of time"). */
+static void
+test_store_huge_ttl_does_not_wrap(void **state)
+{
+    (void) state;
+    store *s = open_store(NULL, 1);
+    store_wopts w = {.ttl_ms = UINT64_MAX - 5};
+    assert_int_equal(store_put(s, 0, K("k"), K("v"), &w, NULL), SHOAL_OK);
+    got g;
+    assert_int_equal(store_get(s, 0, K("k"), copy_cb, &g), SHOAL_OK);
+    assert_int_equal(g.expire_at, UINT64_MAX);
+    store_close(s);
+}
+
 int
 main(void)
 {
@@ -719,6 +734,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_store_deferred_commit_notify,
                                         tu_tmpdir_up, tu_tmpdir_down),
         cmocka_unit_test(test_store_deferred_commit_memory_only),
+        cmocka_unit_test(test_store_huge_ttl_does_not_wrap),
         cmocka_unit_test(test_store_deferred_commit_fsync_failure),
         cmocka_unit_test_setup_teardown(test_store_put_get_versions,
                                         tu_tmpdir_up, tu_tmpdir_down),
