@@ -15,11 +15,27 @@
  * Permissions (wire.h roles): read for get/ttl/exists/scan/count/map,
  * write for put/del/incr/batch, admin for stats. A key with a prefix may
  * touch only keys inside it: scans and counts must be confined to it (their
- * prefix, or their [start, end) range, must lie inside), else SHOAL_EPERM.
+ * prefix, or their [start, end) range, must lie inside; a scan's token
+ * takes start's place when it lies at or after start), else SHOAL_EPERM.
  * caller == NULL means an --insecure node: everything is allowed.
  *
  * Scans and counts without shards cover every shard of the node, merged in
- * key order; the continuation token is the last key returned.
+ * key order; the continuation token is the last key returned. An empty
+ * prefix, start, end or token is the same as an absent one. A scan page
+ * ends after `limit` items or once its keys and values reach
+ * EXEC_SCAN_MAX_BYTES (it always holds at least one item when more exist).
+ *
+ * A put without a value stores an empty one; an incr without a delta adds
+ * 0. A delete's WriteResp carries no version (the engine reports none).
+ *
+ * Batches: every op is checked (kind, key, value, ttl, prefix, duplicate
+ * keys, total size) before any is applied. All keys in one shard: one
+ * atomic store_batch, one version (BatchResp.version). Otherwise one atomic
+ * store_batch per shard. BatchResp.statuses gives each op its own failure
+ * code, or, when its condition held but another op of its shard's part
+ * failed (so nothing of that part was applied), that part's code; so an
+ * op's status is SHOAL_OK exactly when it was applied. Response.status is
+ * the first non-OK status in op order, and the batch result is kept.
  */
 #ifndef SHOAL_NODE_EXEC_H
 #define SHOAL_NODE_EXEC_H
@@ -37,6 +53,8 @@
 
 #define EXEC_SCAN_DEFAULT_LIMIT 100
 #define EXEC_SCAN_MAX_LIMIT     10000
+#define EXEC_SCAN_MAX_BYTES     (4u << 20) /* a scan page's keys + values */
+#define EXEC_MAX_TTL_MS         (100ull * 366 * 24 * 3600 * 1000) /* 100 y */
 
 /* Per node; read-only once requests flow. */
 typedef struct exec_ctx {
@@ -50,21 +68,24 @@ typedef struct exec_ctx {
     size_t max_value_bytes;
     size_t max_batch_ops;
     uint64_t start_ms;                /* clock_mono_ns()/1e6 at start */
-    _Atomic uint64_t *requests_total; /* may be NULL: counted per request */
+    _Atomic uint64_t *requests_total; /* may be NULL; exec_request adds 1
+                                         per request, stats reports it */
 } exec_ctx;
 
 /* What exec_request did. */
 typedef struct exec_result {
     shoal_err status; /* as put in resp->status */
     bool wrote;       /* applied a write that still needs its commit */
-    bool durable;     /* ... and it asked for fsync whatever the policy */
+    bool durable;     /* ... and it asked for fsync whatever the policy
+                         (no request field asks for it yet: always false) */
 } exec_result;
 
 /* Execute req for caller (NULL: insecure, all allowed). resp must be
  * initialised (shoal__response__init); its id and map_epoch are set here,
  * and everything it points to is allocated from arena (valid until the
  * arena is reset). Never fails as a call: every error is a status in resp.
- * Unknown or empty ops are SHOAL_EINVAL. */
+ * Unknown or empty ops are SHOAL_EINVAL; a ttl_ms over EXEC_MAX_TTL_MS is
+ * SHOAL_EINVAL. */
 void exec_request(const exec_ctx *x, const wire_key *caller,
                   const Shoal__Request *req, Shoal__Response *resp,
                   pbuf_arena *arena, exec_result *out);
