@@ -50,6 +50,8 @@ pbuf_allocator(void)
 static pbuf_chunk *
 chunk_new(size_t cap)
 {
+    if (cap > SIZE_MAX - sizeof(pbuf_chunk))
+        return NULL; /* header + cap would wrap to a tiny allocation */
     pbuf_chunk *c = mem_alloc(sizeof(*c) + cap);
     if (c == NULL)
         return NULL;

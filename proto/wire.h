@@ -91,7 +91,9 @@ shoal_err wire_key_generate(uint32_t id, wire_role role, const uint8_t *prefix,
                             size_t prefix_len, wire_key *out);
 
 /* Format k as one key-file line with a trailing newline into buf.
- * SHOAL_ETOOLARGE if buf is too small (600 bytes always suffice). */
+ * SHOAL_ETOOLARGE if buf is too small (WIRE_KEY_LINE_MAX bytes always
+ * suffice: a 255-byte prefix alone is 510 hex characters). */
+#define WIRE_KEY_LINE_MAX 640
 shoal_err wire_key_format(const wire_key *k, char *buf, size_t buf_len);
 
 /* ---- key rings ------------------------------------------------------------
@@ -147,7 +149,9 @@ size_t wire_frame_len(size_t body_len, bool sealed);
 /* Seal body into out (out_cap >= wire_frame_len(body_len, k != NULL)).
  * k == NULL makes a plaintext frame (key_id 0, WIRE_F_PLAIN added to
  * flags). The frame's nonce is drawn from s and copied to nonce_out (may be
- * NULL). out may not overlap body. SHOAL_ETOOLARGE if out_cap is short. */
+ * NULL). out may not overlap body. SHOAL_ETOOLARGE if out_cap is short;
+ * SHOAL_EINVAL for unknown flag bits, WIRE_F_ERROR (see wire_error_frame)
+ * or WIRE_F_PLAIN with a key. */
 shoal_err wire_seal(wire_sender *s, const wire_key *k, uint8_t flags,
                     const uint8_t *body, size_t body_len, uint8_t *out,
                     size_t out_cap, size_t *out_len,
@@ -199,7 +203,9 @@ void wire_replay_close(wire_replay *r);
  * call it only after wire_open succeeded, or forged nonces would poison the
  * window. SHOAL_OK records the frame; SHOAL_EAUTH if it was seen before, is
  * older than the sender's window, or its time is outside window_ms of
- * now_ms. */
+ * now_ms; also if it is not newer than the newest frame of every sender
+ * of its key forgotten before this sender was (re)learnt (so eviction never
+ * opens a replay). */
 shoal_err wire_replay_check(wire_replay *r, const wire_hdr *hdr,
                             uint64_t now_ms);
 
