@@ -17,9 +17,15 @@
  * Deadlines and retries. Every call has a deadline (shoal_call.timeout_ms,
  * else shoal_opts.timeout_ms). Errors that say the request was not executed
  * (SHOAL_EUNAVAILABLE: no connection; SHOAL_EWRONGSHARD: the map moved) are
- * retried with backoff until the deadline. A write whose frame was sent but
- * not answered in time returns SHOAL_ETIMEOUT: it may or may not have taken
- * effect (as with any database). Reads are retried on SHOAL_ETIMEOUT too.
+ * retried with backoff (5 ms doubling to 200 ms) until the deadline. A write
+ * whose frame was sent but not answered in time, or whose connection was
+ * lost before the answer, returns SHOAL_ETIMEOUT: it may or may not have
+ * taken effect (as with any database); it is never resent. Reads are
+ * retried on SHOAL_ETIMEOUT from the node and on lost connections too. At
+ * the deadline a call that never reached a node returns SHOAL_EUNAVAILABLE
+ * (it did not run), one that did SHOAL_ETIMEOUT. An answer that does not
+ * authenticate is not believed (it is counted and logged): reads are
+ * retried, writes return SHOAL_EIO, as they may have been applied.
  *
  * Memory. Values returned by blocking calls are malloc'd by libshoal and
  * freed with shoal_free. Values passed to a callback are borrowed and valid
@@ -84,7 +90,7 @@ typedef struct shoal_opts {
     uint32_t max_frame_ops;      /* most calls per frame; default 1024 */
     uint32_t max_inflight;       /* frames in flight per node; default 4 */
     size_t max_frame_bytes;      /* largest frame sent; default 64 MiB */
-} shoal_opts;
+} shoal_opts;                    /* zero numbers take the defaults */
 
 SHOAL_API void shoal_opts_default(shoal_opts *o);
 
@@ -92,12 +98,19 @@ SHOAL_API void shoal_opts_default(shoal_opts *o);
  * map. SHOAL_EINVAL (no seeds, bad URL, key file and insecure both or
  * neither), SHOAL_EIO/SHOAL_EPERM/SHOAL_EINVAL for an unreadable, too-open
  * or malformed key file, SHOAL_EAUTH (the node refused the key),
- * SHOAL_EUNAVAILABLE (no seed answered in connect_timeout_ms), SHOAL_ENOMEM.
- * On failure *out is NULL. */
+ * SHOAL_EUNAVAILABLE (no seed answered in connect_timeout_ms), SHOAL_ENOMEM,
+ * or the error a seed answered the map request with.
+ * Options out of range are SHOAL_EINVAL too (more than 64 seeds,
+ * max_inflight over 1024, max_frame_ops over 2^20, max_frame_bytes outside
+ * 4 KiB..1 GiB). Seeds are asked at once; the first to answer serves the
+ * handle. On failure *out is NULL. */
 SHOAL_API shoal_err shoal_open(const shoal_opts *o, shoal **out);
 
 /* Close the handle: calls in flight complete with SHOAL_ECLOSED (callbacks
- * run before this returns). NULL is a no-op. */
+ * run before this returns; blocking calls in other threads return), and
+ * calls that start meanwhile get SHOAL_ECLOSED. The caller must make sure
+ * no call starts after shoal_close returns, and must not call it from a
+ * callback. NULL is a no-op. */
 SHOAL_API void shoal_close(shoal *db);
 
 /* Free memory that libshoal returned (NULL ok). */
@@ -185,9 +198,12 @@ typedef struct shoal_batch_op {
 
 /* Apply n ops: atomically when all keys are in one shard (one version for
  * all; version_out, may be NULL), otherwise atomically per shard. results
- * (n entries, may be NULL) gets each op's status. Returns SHOAL_OK when
- * every op succeeded, else the first failing op's status. Each key at most
- * once (SHOAL_EINVAL). */
+ * (n entries, may be NULL) gets each op's status: SHOAL_OK exactly when it
+ * was applied. Returns SHOAL_OK when every op succeeded, else the first
+ * failing op's status; when the call fails as a whole (deadline, no
+ * connection, permission) every results entry gets that status. Each key
+ * at most once (SHOAL_EINVAL, nothing sent; so are a bad kind, key or
+ * value). n == 0 does nothing and returns SHOAL_OK. */
 SHOAL_API shoal_err shoal_batch(shoal *db, const shoal_batch_op *ops, size_t n,
                                 shoal_err *results, uint64_t *version_out,
                                 const shoal_call *call);
@@ -226,7 +242,10 @@ typedef struct shoal_scan_page {
 } shoal_scan_page;
 
 /* One page of a scan, merged across shards and sorted; free it with
- * shoal_scan_page_free. */
+ * shoal_scan_page_free. SHOAL_EINVAL for a limit over 10000, SHOAL_ETOOLARGE
+ * for a prefix, start or end over the key limit or a token over 4096
+ * bytes. The node may end a page early (it bounds a page's bytes); more
+ * says whether to continue. */
 SHOAL_API shoal_err shoal_scan(shoal *db, const shoal_scan_req *req,
                                shoal_scan_page **page_out,
                                const shoal_call *call);
@@ -253,7 +272,8 @@ typedef struct shoal_stats {
     bool read_only;
 } shoal_stats;
 
-/* Statistics of the node a seed points at (needs an admin key). */
+/* Statistics of the node that answered shoal_open (needs an admin key,
+ * else SHOAL_EPERM). */
 SHOAL_API shoal_err shoal_stats_get(shoal *db, shoal_stats *out,
                                     const shoal_call *call);
 
@@ -293,13 +313,18 @@ typedef struct shoal_op {
     void *internal_; /* libshoal's; do not touch */
 } shoal_op;
 
-/* Runs once per submitted op on a libshoal thread; must be quick. It may
- * submit further ops. */
+/* Runs once per submitted op on a libshoal thread; must be quick and must
+ * not block on other calls of the handle. It may submit further ops. When
+ * an op fails at once (the handle is closing, or memory ran out while
+ * sending it) it may run on the thread that called shoal_submit, before
+ * shoal_submit returns. */
 typedef void (*shoal_done_fn)(shoal_op *op, void *arg);
 
 /* Start op; done(op, arg) runs exactly once when it completes, unless this
  * returns an error, in which case done is never called (SHOAL_EINVAL,
- * SHOAL_ETOOLARGE for bad input, SHOAL_ECLOSED, SHOAL_ENOMEM). */
+ * SHOAL_ETOOLARGE for bad input, SHOAL_ECLOSED, SHOAL_ENOMEM). op->status
+ * holds the result in the callback; the other outputs are set only on
+ * SHOAL_OK. */
 SHOAL_API shoal_err shoal_submit(shoal *db, shoal_op *op, shoal_done_fn done,
                                  void *arg);
 

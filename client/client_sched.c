@@ -1,0 +1,328 @@
+/*
+ * client_sched.c -- what happens to an op after a verdict: retry with
+ * backoff or finish; the timer thread that runs retries and expires
+ * deadlines; routing; the cluster map; the op pool.
+ *
+ * Retries: an op whose verdict says retry waits on the handle's delayed
+ * list for its backoff (5 ms, doubling to 200 ms), unless its deadline comes
+ * first (then it finishes with the status that made it retry). The timer
+ * thread wakes at the earliest due retry, and at least every CL_SWEEP_MS to
+ * expire ops past their deadline in every conn's queue and frames in flight,
+ * so nothing waits forever whatever the network does.
+ *
+ * Threads: the timer thread and nng's callback threads settle ops; user
+ * threads submit. db->mtx guards the delayed list, the timer's state and the
+ * map; the pool has its own lock. Callbacks (op->done) run with no libshoal
+ * lock held.
+ */
+#include "client_int.h"
+
+#include "proto/clock.h"
+#include "proto/mem.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_PER_MS 1000000ull
+#define SLAB_OPS  128u
+
+struct cl_slab {
+    cl_slab *next;
+    cl_op ops[SLAB_OPS];
+};
+
+/* ---- routing
+ * -----------------------------------------------------------------
+ */
+
+cl_conn *
+cl_route(shoal *db, const void *key, size_t klen)
+{
+    /* TODO(#4): shard = keyhash_shard(map->hash_key, key, klen,
+     * map->shard_count), then the conn of that shard's primary. */
+    (void) key;
+    (void) klen;
+    return atomic_load(&db->home);
+}
+
+void
+cl_dispatch(shoal *db, cl_op *op)
+{
+    cl_conn *c = op->pin;
+    if (c == NULL)
+        c = cl_route(db, op->u->key, op->u->klen);
+    if (c == NULL) {
+        op->st = SHOAL_EUNAVAILABLE;
+        cl_finish(op);
+        return;
+    }
+    cl_conn_submit(c, op);
+}
+
+/* ---- verdicts
+ * --------------------------------------------------------------------
+ */
+
+void
+cl_finish(cl_op *op)
+{
+    op->retry = false;
+    op->done(op);
+}
+
+/* Put op on the delayed list; false if the handle is closing. */
+static bool
+delay(shoal *db, cl_op *op, uint64_t due_ns)
+{
+    pthread_mutex_lock(&db->mtx);
+    if (atomic_load(&db->closing)) {
+        pthread_mutex_unlock(&db->mtx);
+        return false;
+    }
+    op->due_ns = due_ns;
+    op->next = db->delayed;
+    db->delayed = op;
+    if (due_ns < db->timer_wake_ns) {
+        db->timer_wake_ns = due_ns;
+        pthread_cond_signal(&db->cv);
+    }
+    pthread_mutex_unlock(&db->mtx);
+    return true;
+}
+
+static bool
+try_retry(shoal *db, cl_op *op, uint64_t now_ns)
+{
+    uint32_t b = op->backoff_ms == 0 ? CL_BACKOFF_MIN_MS : op->backoff_ms * 2;
+    if (b > CL_BACKOFF_MAX_MS)
+        b = CL_BACKOFF_MAX_MS;
+    uint64_t due = now_ns + b * NS_PER_MS;
+    if (due >= op->deadline_ns)
+        return false;
+    op->backoff_ms = b;
+    if (delay(db, op, due))
+        return true;
+    op->st = SHOAL_ECLOSED;
+    return false;
+}
+
+void
+cl_settle(shoal *db, cl_op *const *ops, size_t n)
+{
+    uint64_t now = clock_mono_ns();
+    for (size_t i = 0; i < n; i++) {
+        cl_op *op = ops[i];
+        if (op == NULL)
+            continue;
+        if (op->retry && try_retry(db, op, now))
+            continue;
+        cl_finish(op);
+    }
+}
+
+/* ---- the timer thread
+ * -----------------------------------------------------------
+ */
+
+/* Unlink the ops due by now; *next_due gets the earliest later one. */
+static cl_op *
+take_due_locked(shoal *db, uint64_t now, uint64_t *next_due)
+{
+    cl_op *due = NULL, **pp = &db->delayed;
+    while (*pp != NULL) {
+        cl_op *op = *pp;
+        if (op->due_ns <= now) {
+            *pp = op->next;
+            op->next = due;
+            due = op;
+            continue;
+        }
+        if (op->due_ns < *next_due)
+            *next_due = op->due_ns;
+        pp = &op->next;
+    }
+    return due;
+}
+
+static void
+wait_until(shoal *db, uint64_t wake_ns)
+{
+    struct timespec ts = {
+        .tv_sec = (time_t) (wake_ns / 1000000000ull),
+        .tv_nsec = (long) (wake_ns % 1000000000ull),
+    };
+    pthread_cond_timedwait(&db->cv, &db->mtx, &ts);
+}
+
+static void
+run_due(shoal *db, cl_op *due, uint64_t now)
+{
+    while (due != NULL) {
+        cl_op *next = due->next;
+        if (due->deadline_ns <= now)
+            cl_finish(due);
+        else
+            cl_dispatch(db, due);
+        due = next;
+    }
+}
+
+static void *
+timer_main(void *arg)
+{
+    shoal *db = arg;
+    pthread_mutex_lock(&db->mtx);
+    while (!db->timer_stop) {
+        uint64_t now = clock_mono_ns();
+        uint64_t wake = now + CL_SWEEP_MS * NS_PER_MS;
+        cl_op *due = take_due_locked(db, now, &wake);
+        db->timer_wake_ns = wake;
+        pthread_mutex_unlock(&db->mtx);
+        run_due(db, due, now);
+        for (size_t i = 0; i < db->n_conns; i++)
+            cl_conn_sweep(db->conns[i], now);
+        pthread_mutex_lock(&db->mtx);
+        if (!db->timer_stop && clock_mono_ns() < db->timer_wake_ns)
+            wait_until(db, db->timer_wake_ns);
+    }
+    pthread_mutex_unlock(&db->mtx);
+    return NULL;
+}
+
+shoal_err
+cl_timer_start(shoal *db)
+{
+    if (pthread_create(&db->timer, NULL, timer_main, db) != 0)
+        return SHOAL_ENOMEM;
+    db->timer_running = true;
+    return SHOAL_OK;
+}
+
+void
+cl_timer_stop(shoal *db)
+{
+    if (!db->timer_running)
+        return;
+    pthread_mutex_lock(&db->mtx);
+    db->timer_stop = true;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mtx);
+    pthread_join(db->timer, NULL);
+    db->timer_running = false;
+}
+
+/* ---- the cluster map
+ * -------------------------------------------------------------
+ */
+
+void
+cl_map_adopt(shoal *db, cl_map *m)
+{
+    pthread_mutex_lock(&db->mtx);
+    if (db->map == NULL || m->epoch > db->map->epoch) {
+        cl_map *old = db->map;
+        db->map = m;
+        m = old;
+        atomic_store(&db->map_epoch, db->map->epoch);
+    }
+    pthread_mutex_unlock(&db->mtx);
+    mem_free(m);
+}
+
+typedef struct aux_op {
+    cl_op op;
+    shoal_op u;
+} aux_op;
+
+static void
+refresh_done(cl_op *op)
+{
+    shoal *db = op->db;
+    if (op->st == SHOAL_OK && op->out.map != NULL)
+        cl_map_adopt(db, op->out.map);
+    else
+        mem_free(op->out.map);
+    pthread_mutex_lock(&db->mtx);
+    db->map_refreshing = false;
+    pthread_mutex_unlock(&db->mtx);
+    mem_free(op);
+}
+
+void
+cl_map_refresh(shoal *db)
+{
+    cl_conn *home = atomic_load(&db->home);
+    if (home == NULL)
+        return; /* still opening: the open's own map request decides */
+    pthread_mutex_lock(&db->mtx);
+    bool busy = db->map_refreshing || atomic_load(&db->closing);
+    db->map_refreshing = true;
+    pthread_mutex_unlock(&db->mtx);
+    if (busy)
+        return;
+    aux_op *a = mem_calloc(1, sizeof(*a));
+    if (a == NULL) {
+        pthread_mutex_lock(&db->mtx);
+        db->map_refreshing = false;
+        pthread_mutex_unlock(&db->mtx);
+        return;
+    }
+    a->op.db = db;
+    a->op.kind = CL_MAP;
+    a->op.u = &a->u;
+    a->op.pin = home;
+    a->op.est_bytes = CL_OP_OVERHEAD;
+    a->op.deadline_ns = clock_mono_ns() + db->o.timeout_ms * NS_PER_MS;
+    a->op.done = refresh_done;
+    cl_dispatch(db, &a->op);
+}
+
+/* ---- op pool
+ * ---------------------------------------------------------------------
+ */
+
+cl_op *
+cl_pool_get(shoal *db)
+{
+    pthread_mutex_lock(&db->pool_mtx);
+    if (db->pool == NULL) {
+        cl_slab *s = mem_alloc(sizeof(*s));
+        if (s == NULL) {
+            pthread_mutex_unlock(&db->pool_mtx);
+            return NULL;
+        }
+        s->next = db->slabs;
+        db->slabs = s;
+        for (unsigned i = 0; i < SLAB_OPS; i++) {
+            s->ops[i].next = db->pool;
+            db->pool = &s->ops[i];
+        }
+    }
+    cl_op *op = db->pool;
+    db->pool = op->next;
+    pthread_mutex_unlock(&db->pool_mtx);
+    memset(op, 0, sizeof(*op));
+    op->pooled = true;
+    return op;
+}
+
+void
+cl_pool_put(shoal *db, cl_op *op)
+{
+    pthread_mutex_lock(&db->pool_mtx);
+    op->next = db->pool;
+    db->pool = op;
+    pthread_mutex_unlock(&db->pool_mtx);
+}
+
+void
+cl_pool_fini(shoal *db)
+{
+    while (db->slabs != NULL) {
+        cl_slab *next = db->slabs->next;
+        mem_free(db->slabs);
+        db->slabs = next;
+    }
+    db->pool = NULL;
+}
