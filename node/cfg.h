@@ -137,4 +137,7 @@ shoal_err cfg_ident_parse(const char *text, size_t len, cfg_ident *out,
 shoal_err cfg_ident_format(const cfg_ident *id, char *buf, size_t buf_len,
                            size_t *len_out);
 
+/* The default --workers: the number of CPUs online, clamped to 2..16. */
+unsigned cfg_default_workers(void);
+
 #endif

@@ -145,7 +145,7 @@ test_cfg_defaults(void **state)
     assert_int_equal(c.max_value_bytes, 16 * MIB);
     assert_int_equal(c.max_batch_ops, 10000);
     assert_int_equal(c.max_frame_bytes, 64 * MIB + 64 * KIB);
-    assert_int_equal(c.workers, 4);
+    assert_int_equal(c.workers, cfg_default_workers());
     assert_int_equal(c.contexts, 128);
     assert_int_equal(c.snapshot_wal_bytes, 256 * MIB);
     assert_int_equal(c.snapshot_interval_ms, 0);
