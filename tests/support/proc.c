@@ -20,6 +20,7 @@
 #include "shoal.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -977,10 +978,44 @@ proc_node_kill(proc_node *n)
     return rc;
 }
 
+/* Whether every thread of pid is stopped ('T' in /proc/PID/task/N/stat). */
+static bool
+all_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/task", (long) pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    bool stopped = true;
+    struct dirent *de;
+    while (stopped && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char sp[400];
+        snprintf(sp, sizeof(sp), "%s/%s/stat", path, de->d_name);
+        char *st = read_file(sp, NULL);
+        const char *rp = st != NULL ? strrchr(st, ')') : NULL;
+        stopped = rp != NULL && rp[1] == ' ' && rp[2] == 'T';
+        free(st);
+    }
+    closedir(d);
+    return stopped;
+}
+
 shoal_err
 proc_node_pause(proc_node *n)
 {
-    return proc_signal(n->pid, SIGSTOP);
+    shoal_err rc = proc_signal(n->pid, SIGSTOP);
+    /* kill() returns before the threads stop: wait until they have, so
+     * nothing the caller sends next is served. */
+    uint64_t deadline = proc_now_ms() + 10000;
+    while (rc == SHOAL_OK && !all_stopped(n->pid)) {
+        if (ms_left(deadline) == 0)
+            return SHOAL_ETIMEOUT;
+        proc_nap_ms(1);
+    }
+    return rc;
 }
 
 shoal_err

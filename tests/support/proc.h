@@ -148,7 +148,9 @@ shoal_err proc_node_stop(proc_node *n, uint32_t timeout_ms, int *code_out);
 /* SIGKILL and reap. SHOAL_OK when not running. */
 shoal_err proc_node_kill(proc_node *n);
 
-/* SIGSTOP / SIGCONT the node (a pause, as a long GC or a stalled VM). */
+/* SIGSTOP / SIGCONT the node (a pause, as a long GC or a stalled VM).
+ * pause returns once every thread is stopped (SHOAL_ETIMEOUT if not within
+ * 10 s). */
 shoal_err proc_node_pause(proc_node *n);
 shoal_err proc_node_resume(proc_node *n);
 
