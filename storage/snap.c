@@ -936,6 +936,69 @@ snap_writer_abort(snap_writer *w)
     writer_free(w, true);
 }
 
+/* Temp file, write, fsync, close; the caller renames. */
+static shoal_err
+install_tmp(fs *f, const char *tmp, const uint8_t *img, size_t len,
+            const char **op)
+{
+    int fd = -1;
+    shoal_err rc;
+
+    *op = "open";
+    if ((rc = fs_open(f, tmp, FS_RDWR | FS_CREATE | FS_TRUNC, &fd)) != SHOAL_OK)
+        return rc;
+    *op = "write";
+    rc = fs_pwrite(f, fd, img, len, 0);
+    if (rc == SHOAL_OK) {
+        *op = "fsync";
+        rc = fs_fsync(f, fd);
+    }
+    fs_close(f, fd);
+    return rc;
+}
+
+shoal_err
+snap_install(fs *f, const char *dir, const snap_meta *m, const uint8_t *img,
+             size_t len)
+{
+    char tmp[SNAP_PATH_MAX], final[SNAP_PATH_MAX];
+    const char *op = "path";
+    shoal_err rc;
+
+    if (f == NULL || dir == NULL || m == NULL || img == NULL ||
+        m->shard > SNAP_SHARD_MAX)
+        return SHOAL_EINVAL;
+    if ((rc = snap_path(tmp, dir, m->shard, m->lsn, true)) != SHOAL_OK ||
+        (rc = snap_path(final, dir, m->shard, m->lsn, false)) != SHOAL_OK)
+        return rc;
+    if ((rc = install_tmp(f, tmp, img, len, &op)) == SHOAL_OK) {
+        op = "rename";
+        rc = fs_rename(f, tmp, final);
+    }
+    if (rc != SHOAL_OK) {
+        slog(SLOG_WARN, "snap", "install %s: %s %s", final, op, ename(rc));
+        (void) fs_unlink(f, tmp);
+        return rc;
+    }
+    /* As in snap_writer_commit: after the rename the file stays. */
+    if ((rc = fs_dir_fsync(f, dir)) != SHOAL_OK)
+        slog(SLOG_ERR, "snap", "fsync dir %s after rename of %s: %s", dir,
+             final, ename(rc));
+    return rc;
+}
+
+shoal_err
+snap_remove(fs *f, const char *dir, uint32_t shard, uint64_t lsn)
+{
+    char path[SNAP_PATH_MAX];
+    shoal_err rc = snap_path(path, dir, shard, lsn, false);
+    if (rc == SHOAL_OK)
+        rc = fs_unlink(f, path);
+    if (rc == SHOAL_OK)
+        rc = fs_dir_fsync(f, dir);
+    return rc;
+}
+
 /* --- load and prune ------------------------------------------------------- */
 
 /* Counts cb calls, so a file that fails before any can fall back. */

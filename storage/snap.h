@@ -94,6 +94,17 @@ shoal_err snap_writer_commit(snap_writer *w);
 /* Abandon: remove the temp file, free (NULL ok). */
 void snap_writer_abort(snap_writer *w);
 
+/* Write a complete image (already checked with snap_decode) as the
+ * snapshot file of m->shard at m->lsn: temp file, fsync, rename, directory
+ * fsync, like snap_writer_commit (a same-named file is replaced). On
+ * failure before the rename the temp file is removed and no snapshot file
+ * changes. SHOAL_EIO, SHOAL_ENOSPC, SHOAL_EINVAL, SHOAL_ENOMEM. */
+shoal_err snap_install(fs *f, const char *dir, const snap_meta *m,
+                       const uint8_t *img, size_t len);
+
+/* Remove the snapshot file of shard at lsn (durably). SHOAL_ENOTFOUND. */
+shoal_err snap_remove(fs *f, const char *dir, uint32_t shard, uint64_t lsn);
+
 /* Load the newest valid snapshot of shard from dir: a damaged newer file is
  * logged (name and reason) and the next older one tried. Header and body
  * crcs are checked before cb is called for any entry of a file, so a file

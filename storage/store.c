@@ -20,7 +20,15 @@
  * Background thread: every expiry_interval_ms runs active expiry; when the
  * WAL has grown by snapshot_wal_bytes (or snapshot_interval_ms passed) since
  * the last round, snapshots every changed shard and deletes the WAL
- * segments the snapshots cover.
+ * segments the snapshots cover (except those a follower's retain_lsn still
+ * needs, up to wal_retain_bytes). WAL bytes replayed at open count toward
+ * snapshot_wal_bytes: every open starts a fresh segment, so a node
+ * restarted more often than it writes that much would otherwise never
+ * collect its WAL.
+ *
+ * Replication (store_repl.c, store_apply in store_ops.c): on_record sees
+ * every WAL_REC_OPS record -- during recovery each record read, in log
+ * order, then each record appended, under the shard's write lock.
  */
 #include "storage/store_int.h"
 
@@ -49,6 +57,7 @@ store_opts_default(store_opts *o)
     o->expiry_interval_ms = 100;
     o->expiry_batch = 200;
     o->background = true;
+    o->wal_retain_bytes = 1ull << 30;
 }
 
 static shoal_err
@@ -78,6 +87,7 @@ shard_init(shard *sh)
     shoal_err rc = kidx_open(&sh->idx);
     if (rc != SHOAL_OK)
         return rc;
+    atomic_store(&sh->retain_lsn, UINT64_MAX);
     pthread_rwlock_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->snap_mtx, NULL);
     return SHOAL_OK;
@@ -156,10 +166,17 @@ load_shard(store *s, uint32_t id)
     return SHOAL_OK;
 }
 
+/* Every record read goes to on_record, covered by a snapshot or not: a
+ * replication log rebuilt from the WAL must see the whole log. */
 static shoal_err
 replay_cb(void *arg, const wal_rec *r)
 {
-    return store_apply_rec(arg, r);
+    store *s = arg;
+    shoal_err rc = store_apply_rec(s, r);
+    if (rc == SHOAL_OK && s->o.on_record != NULL)
+        s->o.on_record(s->o.on_record_arg, r->shard, r->shard_epoch, r->lsn,
+                       r->payload, r->len);
+    return rc;
 }
 
 /* Create the data dir and make its entry durable in the parent, or a power
@@ -212,6 +229,7 @@ recover(store *s)
     if ((rc = wal_open(&wo, replay_cb, s, &s->wal, &info)) != SHOAL_OK)
         return rc;
     s->recovery_ms = (clock_mono_ns() - t0) / 1000000u;
+    s->replayed_bytes = info.bytes;
     slog(SLOG_NOTICE, "store",
          "replayed %" PRIu64 " of %" PRIu64 " WAL records in %" PRIu64
          " ms (%" PRIu64 " torn bytes cut)",
@@ -223,8 +241,8 @@ recover(store *s)
  * ------------------------------------------------------------------ */
 
 /* Copy the shard's entry pointers and pin it. Caller holds snap_mtx. */
-static shoal_err
-snap_capture(shard *sh, entry ***ents_out, snap_meta *m, uint64_t *ticket)
+shoal_err
+shard_snap_capture(shard *sh, entry ***ents_out, snap_meta *m, uint64_t *ticket)
 {
     pthread_rwlock_wrlock(&sh->lock);
     size_t n = kidx_count(sh->idx);
@@ -250,8 +268,8 @@ snap_capture(shard *sh, entry ***ents_out, snap_meta *m, uint64_t *ticket)
     return SHOAL_OK;
 }
 
-static void
-snap_unpin(store *s, shard *sh)
+void
+shard_snap_unpin(store *s, shard *sh)
 {
     pthread_rwlock_wrlock(&sh->lock);
     if (--sh->snap_pins == 0) {
@@ -291,7 +309,7 @@ snapshot_locked(store *s, uint32_t id)
     entry **ents = NULL;
     snap_meta m = {.shard = id};
     uint64_t ticket = 0, t0 = clock_mono_ns();
-    shoal_err rc = snap_capture(sh, &ents, &m, &ticket);
+    shoal_err rc = shard_snap_capture(sh, &ents, &m, &ticket);
     if (rc != SHOAL_OK)
         return rc;
     if (m.lsn == atomic_load(&sh->snap_lsn)) {
@@ -317,7 +335,7 @@ snapshot_locked(store *s, uint32_t id)
            !atomic_compare_exchange_weak(&s->snapshot_ms_max, &prev, ms))
         ;
 out:
-    snap_unpin(s, sh);
+    shard_snap_unpin(s, sh);
     mem_free(ents);
     return rc;
 }
@@ -336,19 +354,61 @@ store_snapshot(store *s, uint32_t shard_id)
     return rc;
 }
 
+/* WAL bytes on disk: segments are preallocated, so each takes
+ * segment_bytes whatever it holds (the live one and the spare included). */
+static uint64_t
+wal_disk_bytes(store *s)
+{
+    wal_stats ws;
+    wal_get_stats(s->wal, &ws);
+    return ws.segments * s->o.segment_bytes;
+}
+
+/* keep[i]: the shard's snapshot LSN, lowered to its retain_lsn when
+ * retention applies. Returns whether any retention lowered a value. */
+static bool
+collect_keep(store *s, uint64_t *keep, bool retain)
+{
+    bool lowered = false;
+    for (uint32_t i = 0; i < s->o.n_shards; i++) {
+        keep[i] = atomic_load(&s->shards[i].snap_lsn);
+        uint64_t r = atomic_load(&s->shards[i].retain_lsn);
+        if (retain && r < keep[i]) {
+            keep[i] = r;
+            lowered = true;
+        }
+    }
+    return lowered;
+}
+
+/* Delete the segments the snapshots cover, except those a follower's
+ * retain_lsn still needs. Retention is bounded by wal_retain_bytes (0: no
+ * retention): when the WAL is still larger after a collection that kept
+ * segments for followers, a second collection ignores retention and drops
+ * every covered segment; those followers then re-sync by snapshot. */
 static shoal_err
 wal_collect(store *s)
 {
     uint64_t *keep = mem_alloc(s->o.n_shards * sizeof(*keep));
     if (keep == NULL)
         return SHOAL_ENOMEM;
-    for (uint32_t i = 0; i < s->o.n_shards; i++)
-        keep[i] = atomic_load(&s->shards[i].snap_lsn);
-    unsigned n = 0;
+    bool retain = s->o.wal_retain_bytes != 0;
+    bool lowered = collect_keep(s, keep, retain);
+    unsigned n = 0, n2 = 0;
     shoal_err rc = wal_gc(s->wal, keep, &n);
+    if (rc == SHOAL_OK && lowered &&
+        wal_disk_bytes(s) > s->o.wal_retain_bytes) {
+        (void) collect_keep(s, keep, false);
+        rc = wal_gc(s->wal, keep, &n2);
+        if (n2 > 0)
+            slog(SLOG_WARN, "store",
+                 "WAL over wal_retain_bytes (%" PRIu64
+                 "): dropped %u segments followers asked to keep",
+                 s->o.wal_retain_bytes, n2);
+    }
     mem_free(keep);
-    if (n > 0)
-        slog(SLOG_INFO, "store", "deleted %u WAL segments", n);
+    if (n + n2 > 0)
+        slog(SLOG_INFO, "store", "deleted %u WAL segments", n + n2);
     return rc;
 }
 
@@ -380,8 +440,12 @@ snapshot_due(store *s)
     wal_stats ws;
     wal_get_stats(s->wal, &ws);
     uint64_t now = clock_mono_ns();
+    /* Replayed bytes count: a node restarted more often than it writes
+     * snapshot_wal_bytes would otherwise never collect its WAL, as every
+     * open starts a fresh segment. */
     if (s->o.snapshot_wal_bytes != 0 &&
-        ws.bytes - s->wal_bytes_at_round >= s->o.snapshot_wal_bytes)
+        ws.bytes + s->replayed_bytes - s->wal_bytes_at_round >=
+            s->o.snapshot_wal_bytes)
         return true;
     return s->o.snapshot_interval_ms != 0 &&
            now - s->last_round_ns >=
@@ -399,7 +463,7 @@ bg_round(store *s)
         return;
     wal_stats ws;
     wal_get_stats(s->wal, &ws);
-    s->wal_bytes_at_round = ws.bytes;
+    s->wal_bytes_at_round = ws.bytes + s->replayed_bytes;
     s->last_round_ns = clock_mono_ns();
     (void) store_snapshot_all(s);
 }

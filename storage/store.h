@@ -52,8 +52,20 @@ typedef struct store_opts {
     uint32_t snapshot_interval_ms; /* and at least this often; 0 = off */
     unsigned snapshots_kept;       /* K newest kept per shard; default 2 */
     uint32_t expiry_interval_ms;   /* active expiry tick; default 100 */
-    uint32_t expiry_batch; /* entries examined per shard per tick; 200 */
-    bool background;       /* run the snapshot/expiry thread; default on */
+    uint32_t expiry_batch;     /* entries examined per shard per tick; 200 */
+    bool background;           /* run the snapshot/expiry thread; default on */
+    uint64_t wal_retain_bytes; /* WAL kept for store_set_retain_lsn at most
+                                  this much (0: no retention); default 1 GiB */
+    /* Replication hook (cluster/repl.c), may be NULL: called for every
+     * WAL_REC_OPS record the engine writes -- client writes, batches,
+     * active expiry, store_apply -- right after its WAL append, with the
+     * shard's write lock held (so per shard in LSN order, never two at once
+     * for one shard), and during store_open for every record recovery
+     * reads from the WAL (including records a snapshot already covers), in
+     * log order. It must be quick and must not call into the store. */
+    void (*on_record)(void *arg, uint32_t shard, uint32_t shard_epoch,
+                      uint64_t lsn, const uint8_t *payload, size_t len);
+    void *on_record_arg;
 } store_opts;
 
 void store_opts_default(store_opts *o);
@@ -199,6 +211,77 @@ shoal_err store_commit_notify(store *s, uint64_t point, bool durable,
 
 /* Block until point is committed. SHOAL_OK, SHOAL_EIO, SHOAL_ECLOSED. */
 shoal_err store_commit_wait(store *s, uint64_t point, bool durable);
+
+/* --- replication (DESIGN §4) ------------------------------------------------
+ * A follower applies its primary's records with their own LSN and epoch; a
+ * far-behind one installs the primary's shard snapshot. Memory-only stores
+ * support all of it (snapshots are then built and installed in memory).
+ */
+
+/* Apply one shipped WAL_REC_OPS record to a follower shard, with the
+ * primary's lsn and shard_epoch: logged to this node's WAL (same lsn and
+ * epoch) and applied exactly as recovery applies a record (versions = lsn,
+ * expire_at as given), on_record called. The payload is hostile input: it
+ * is fully decoded and checked before anything changes.
+ *   lsn <= the shard's LSN       SHOAL_OK, nothing done, *applied false
+ *   lsn >  the shard's LSN + 1   SHOAL_EVERSION (gap), nothing done
+ *   shard_epoch < the shard's    SHOAL_EWRONGSHARD, nothing done
+ *   bad payload                  SHOAL_ECORRUPT, nothing done
+ * A higher shard_epoch is adopted. With no_wait it returns once applied and
+ * the caller completes it with store_commit_point/notify; otherwise it
+ * waits for the commit. applied may be NULL. */
+shoal_err store_apply(store *s, uint32_t shard, uint32_t shard_epoch,
+                      uint64_t lsn, const uint8_t *payload, size_t len,
+                      bool no_wait, bool *applied);
+
+/* Raise the shard's epoch to at least shard_epoch (the map's value; records
+ * written afterwards carry it). */
+shoal_err store_set_shard_epoch(store *s, uint32_t shard, uint32_t shard_epoch);
+
+/* Mark a shard as a follower copy (true) or primary (false, the default).
+ * Active expiry skips follower shards: their deletes come from the primary,
+ * so replicas stay identical. Reads still hide expired entries. */
+shoal_err store_set_follower(store *s, uint32_t shard, bool follower);
+
+/* WAL retention for followers: segments holding records of shard with
+ * lsn > lsn are kept even when snapshots cover them (UINT64_MAX, the
+ * default, asks for nothing), until the WAL exceeds wal_retain_bytes; past
+ * that the oldest segments go anyway (such a follower re-syncs by snapshot).
+ * The WAL's size is its segment count times segment_bytes (segments are
+ * preallocated); when a collection that honoured retention leaves it over
+ * the limit, every segment the snapshots cover is deleted. Not persisted:
+ * set again after a restart. */
+shoal_err store_set_retain_lsn(store *s, uint32_t shard, uint64_t lsn);
+
+/* Stream a point-in-time snapshot of shard: cb gets consecutive chunks
+ * (each at most 1 MiB) of the snap file format (snap.h: header, zlib body,
+ * crc) in order; a non-OK return from cb stops it with that code. Writes
+ * continue meanwhile. *lsn_out and *epoch_out get the snapshot's LSN and
+ * shard_epoch (may be NULL). Not called under any store lock. */
+typedef shoal_err (*store_chunk_cb)(void *arg, const uint8_t *data, size_t len);
+shoal_err store_snapshot_export(store *s, uint32_t shard, store_chunk_cb cb,
+                                void *arg, uint64_t *lsn_out,
+                                uint32_t *epoch_out);
+
+/* Install a snapshot received from the primary, replacing the shard's
+ * contents. begin .. write* .. finish; abort (or a failed call) drops it
+ * and leaves the shard untouched. finish and abort free im whatever the
+ * outcome; after a failed write the bytes are dropped and later calls
+ * return its code, so the caller still ends with abort (or finish). The
+ * image is held in memory until finish; max_bytes 0 means no limit. The bytes
+ * are hostile input: finish verifies the whole stream (format, crc, the shard
+ * id) before changing anything, makes it durable (temp file, fsync, rename, dir
+ * fsync) as the shard's newest snapshot, then swaps the shard's contents and
+ * sets its LSN and epoch to the snapshot's, so a restart recovers it. Refused
+ * with SHOAL_EVERSION when the shard's LSN is already past the snapshot's.
+ * SHOAL_ECORRUPT (bad stream), SHOAL_ETOOLARGE (over max_bytes given to
+ * begin), SHOAL_EIO, SHOAL_ENOSPC, SHOAL_ENOMEM. */
+typedef struct store_import store_import;
+shoal_err store_import_begin(store *s, uint32_t shard, uint64_t max_bytes,
+                             store_import **out);
+shoal_err store_import_write(store_import *im, const uint8_t *data, size_t len);
+shoal_err store_import_finish(store_import *im, uint64_t *lsn_out);
+void store_import_abort(store_import *im); /* NULL ok */
 
 /* --- maintenance ------------------------------------------------------------
  */

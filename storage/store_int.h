@@ -1,8 +1,8 @@
 /*
- * store_int.h -- private to store.c and store_ops.c.
+ * store_int.h -- private to store.c, store_ops.c and store_repl.c.
  *
  * Locks, in the order they may be taken:
- *   shard.snap_mtx  (one snapshot of the shard at a time)
+ *   shard.snap_mtx  (one snapshot, export or import of the shard at a time)
  *   shard.lock      (rwlock: index, lsn, counters, retired list)
  *   wal internals   (wal_append is called with shard.lock held for write)
  *   store.bg_mtx    (background thread wake-ups)
@@ -12,6 +12,7 @@
 
 #include "storage/kidx.h"
 #include "storage/slab.h"
+#include "storage/snap.h"
 #include "storage/store.h"
 
 #include <pthread.h>
@@ -33,7 +34,10 @@ typedef struct shard {
     size_t n_retired, cap_retired;
     uint8_t *exp_cursor; /* active expiry resumes after this key */
     size_t exp_cursor_len;
-    pthread_mutex_t snap_mtx;
+    bool follower;               /* replica copy: active expiry skips it */
+    _Atomic uint64_t retain_lsn; /* WAL kept past this lsn (UINT64_MAX) */
+    pthread_mutex_t snap_mtx;    /* held by whoever pins (snapshot, export) and
+                                    by import, which so sees no pins */
 } shard;
 
 struct store {
@@ -63,6 +67,8 @@ struct store {
     _Atomic uint64_t n_expired;
     uint64_t recovered_records;
     uint64_t recovery_ms;
+    uint64_t replayed_bytes; /* WAL record bytes read by recovery: they count
+                                toward snapshot_wal_bytes like new ones */
 };
 
 /* Entry lifetime (store_ops.c). */
@@ -80,5 +86,12 @@ void shard_account(shard *sh, const entry *e, int sign);
 
 /* Apply a decoded WAL record to a shard during recovery (store_ops.c). */
 shoal_err store_apply_rec(store *s, const wal_rec *r);
+
+/* Snapshot capture (store.c): copy the shard's entry pointers in key order
+ * and pin the shard; *ticket is the WAL ticket the copied state needs
+ * committed. Caller holds snap_mtx and calls shard_snap_unpin after. */
+shoal_err shard_snap_capture(shard *sh, entry ***ents_out, snap_meta *m,
+                             uint64_t *ticket);
+void shard_snap_unpin(store *s, shard *sh);
 
 #endif

@@ -254,20 +254,46 @@ write_prepare(shard *sh, size_t n_puts, size_t n_ops)
     return shard_retire_reserve(sh, n_ops);
 }
 
-/* Step 3: log and apply. Called with the write lock held and after a
- * successful write_prepare; on error nothing changed. */
+/* The encoded payload on_record gets: the caller's (store_apply), or ops
+ * encoded into *owned (mem_alloc'd, freed by the caller). Nothing to do
+ * without a hook. */
 static shoal_err
-write_publish(store *s, uint32_t shard_id, shard *sh, const wal_op *ops,
-              entry **fresh, size_t n, uint64_t *lsn_out)
+hook_payload(store *s, const wal_op *ops, size_t n, const uint8_t **payload,
+             size_t *len, uint8_t **owned)
+{
+    *owned = NULL;
+    if (s->o.on_record == NULL || *payload != NULL)
+        return SHOAL_OK;
+    *len = wal_ops_size(ops, n);
+    if ((*owned = mem_alloc(*len)) == NULL)
+        return SHOAL_ENOMEM;
+    wal_ops_encode(ops, n, *owned);
+    *payload = *owned;
+    return SHOAL_OK;
+}
+
+/* Step 3: log and apply. Called with the write lock held and after a
+ * successful write_prepare; on error nothing changed. payload is the encoded
+ * ops when the caller has it (store_apply), else NULL. on_record runs after
+ * the append, under the lock, so a shard's records reach it in LSN order. */
+static shoal_err
+write_publish_rec(store *s, uint32_t shard_id, shard *sh, const wal_op *ops,
+                  entry **fresh, size_t n, const uint8_t *payload,
+                  size_t payload_len, uint64_t *lsn_out)
 {
     uint64_t lsn = sh->lsn + 1;
+    uint8_t *owned = NULL;
+    shoal_err rc = hook_payload(s, ops, n, &payload, &payload_len, &owned);
+    if (rc != SHOAL_OK)
+        return rc;
     if (s->wal != NULL) {
         uint64_t ticket;
-        shoal_err rc = wal_append(s->wal, (uint16_t) shard_id, sh->epoch, lsn,
-                                  ops, n, &ticket);
+        rc = wal_append(s->wal, (uint16_t) shard_id, sh->epoch, lsn, ops, n,
+                        &ticket);
         if (rc != SHOAL_OK) {
             if (rc == SHOAL_EREADONLY)
                 atomic_store(&s->read_only, 1);
+            mem_free(owned);
             return rc;
         }
         sh->last_ticket = ticket;
@@ -286,8 +312,19 @@ write_publish(store *s, uint32_t shard_id, shard *sh, const wal_op *ops,
     sh->lsn = lsn;
     if (s->wal == NULL)
         atomic_store(&sh->committed_lsn, lsn);
+    if (s->o.on_record != NULL)
+        s->o.on_record(s->o.on_record_arg, shard_id, sh->epoch, lsn, payload,
+                       payload_len);
+    mem_free(owned);
     *lsn_out = lsn;
     return SHOAL_OK;
+}
+
+static shoal_err
+write_publish(store *s, uint32_t shard_id, shard *sh, const wal_op *ops,
+              entry **fresh, size_t n, uint64_t *lsn_out)
+{
+    return write_publish_rec(s, shard_id, sh, ops, fresh, n, NULL, 0, lsn_out);
 }
 
 /* Condition check for one op against the live entry (NULL if none). */
@@ -632,6 +669,127 @@ store_batch(store *s, uint32_t shard_id, const store_op *ops, size_t n,
     return finish_write(s, sh, rc, ticket, lsn, &ops[0].opts, version_out);
 }
 
+/* ---- replication: applying the primary's records ---------------------- */
+
+/* A shipped record, decoded and checked: ops point into the payload, fresh
+ * holds the new entries (NULL for deletes), built with version lsn. */
+typedef struct shipped {
+    wal_op *ops;
+    entry **fresh;
+    uint32_t n;
+    size_t n_puts;
+} shipped;
+
+static void
+shipped_free(store *s, shipped *r, bool entries)
+{
+    for (uint32_t i = 0; entries && r->fresh != NULL && i < r->n; i++)
+        store_entry_free(s, r->fresh[i]);
+    mem_free(r->ops);
+    mem_free(r->fresh);
+}
+
+/* Decode the whole payload (hostile) before anything changes: exactly its
+ * ops, keys 1..max_key_bytes, values up to max_value_bytes. */
+static shoal_err
+shipped_decode(store *s, const uint8_t *payload, size_t len, uint64_t lsn,
+               shipped *r)
+{
+    size_t pos;
+    shoal_err rc;
+    memset(r, 0, sizeof(*r));
+    if ((rc = wal_ops_count(payload, len, &r->n, &pos)) != SHOAL_OK)
+        return rc;
+    r->ops = mem_calloc(r->n ? r->n : 1, sizeof(*r->ops));
+    r->fresh = mem_calloc(r->n ? r->n : 1, sizeof(*r->fresh));
+    if (r->ops == NULL || r->fresh == NULL)
+        return SHOAL_ENOMEM;
+    for (uint32_t i = 0; i < r->n; i++) {
+        wal_op *op = &r->ops[i];
+        if ((rc = wal_ops_next(payload, len, &pos, op)) != SHOAL_OK)
+            return rc;
+        if (op->klen == 0 || op->klen > s->o.max_key_bytes ||
+            op->vlen > s->o.max_value_bytes)
+            return SHOAL_ECORRUPT;
+    }
+    if (pos != len)
+        return SHOAL_ECORRUPT;
+    for (uint32_t i = 0; i < r->n; i++) {
+        const wal_op *op = &r->ops[i];
+        if (op->kind != WAL_OP_PUT)
+            continue;
+        r->fresh[i] = store_entry_new(s, lsn, op->key, op->klen, op->val,
+                                      op->vlen, op->expire_at);
+        if (r->fresh[i] == NULL)
+            return SHOAL_ENOMEM;
+        r->n_puts++;
+    }
+    return SHOAL_OK;
+}
+
+/* Under the write lock: refuse, skip or log and apply the record. */
+static shoal_err
+apply_locked(store *s, uint32_t shard_id, shard *sh, uint32_t shard_epoch,
+             uint64_t lsn, const uint8_t *payload, size_t len, shipped *r,
+             bool *done)
+{
+    shoal_err rc;
+    *done = false;
+    if (shard_epoch < sh->epoch)
+        return SHOAL_EWRONGSHARD;
+    if (lsn <= sh->lsn)
+        return SHOAL_OK;
+    if (lsn != sh->lsn + 1)
+        return SHOAL_EVERSION;
+    if ((rc = write_prepare(sh, r->n_puts, r->n)) != SHOAL_OK)
+        return rc;
+    uint32_t old_epoch = sh->epoch;
+    sh->epoch = shard_epoch; /* the record carries it into this WAL too */
+    uint64_t got = 0;
+    rc = write_publish_rec(s, shard_id, sh, r->ops, r->fresh, r->n, payload,
+                           len, &got);
+    if (rc != SHOAL_OK) {
+        sh->epoch = old_epoch;
+        return rc;
+    }
+    SH_ASSERT(got == lsn);
+    *done = true;
+    return SHOAL_OK;
+}
+
+shoal_err
+store_apply(store *s, uint32_t shard_id, uint32_t shard_epoch, uint64_t lsn,
+            const uint8_t *payload, size_t len, bool no_wait, bool *applied)
+{
+    shoal_err rc;
+    shipped r;
+    bool done = false;
+    if (applied != NULL)
+        *applied = false;
+    if ((rc = check_shard(s, shard_id)) != SHOAL_OK)
+        return rc;
+    if (atomic_load(&s->read_only))
+        return SHOAL_EREADONLY;
+    if (payload == NULL || lsn == 0)
+        return payload == NULL ? SHOAL_EINVAL : SHOAL_ECORRUPT;
+    if ((rc = shipped_decode(s, payload, len, lsn, &r)) != SHOAL_OK) {
+        shipped_free(s, &r, true);
+        return rc;
+    }
+    shard *sh = &s->shards[shard_id];
+    pthread_rwlock_wrlock(&sh->lock);
+    rc = apply_locked(s, shard_id, sh, shard_epoch, lsn, payload, len, &r,
+                      &done);
+    uint64_t ticket = sh->last_ticket;
+    pthread_rwlock_unlock(&sh->lock);
+    shipped_free(s, &r, !done);
+    if (rc != SHOAL_OK || !done)
+        return rc;
+    if (applied != NULL)
+        *applied = true;
+    return no_wait ? SHOAL_OK : wait_commit(s, sh, ticket, lsn, false);
+}
+
 /* ---- reads
  * -------------------------------------------------------------------- */
 
@@ -895,7 +1053,11 @@ expire_shard(store *s, uint32_t shard_id, uint64_t now, uint64_t *n_out)
         goto out;
     }
     pthread_rwlock_wrlock(&sh->lock);
-    size_t n = sh->ttl_keys ? expiry_collect(s, sh, now, victims, max) : 0;
+    /* A follower's deletes come from its primary: expiring here too would
+     * give it records (and LSNs) the primary never wrote. */
+    size_t n = sh->ttl_keys && !sh->follower
+                   ? expiry_collect(s, sh, now, victims, max)
+                   : 0;
     for (size_t i = 0; i < n; i++)
         ops[i] = (wal_op){.kind = WAL_OP_DEL,
                           .key = entry_key(victims[i]),
