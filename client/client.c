@@ -157,6 +157,8 @@ apply_defaults(shoal_opts *d, const shoal_opts *o)
         d->max_inflight = o->max_inflight;
     if (o->max_frame_bytes != 0)
         d->max_frame_bytes = o->max_frame_bytes;
+    d->read_any = o->read_any;
+    d->write_quorum = o->write_quorum;
 }
 
 /* ---- entering and leaving calls
@@ -216,20 +218,11 @@ wait_done(cl_op *op)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Run op (kind, u, in set) to completion. */
+/* Send op and wait until it finishes. */
 static shoal_err
-run_blocking(shoal *db, cl_op *op, const shoal_call *call)
+run_one(shoal *db, cl_op *op)
 {
     cl_wait w = {.done = false};
-    if (op->est_bytes + FRAME_OVERHEAD > db->o.max_frame_bytes)
-        return SHOAL_ETOOLARGE;
-    if (!enter(db))
-        return SHOAL_ECLOSED;
-    op->db = db;
-    if (call != NULL)
-        op->u->call = *call;
-    op->deadline_ns = deadline_of(db, call);
-    cl_op_reset_outputs(op);
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
     op->done = wait_done;
@@ -241,8 +234,41 @@ run_blocking(shoal *db, cl_op *op, const shoal_call *call)
     pthread_mutex_unlock(&w.mu);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
-    leave(db);
     return op->st;
+}
+
+/* Run op (kind, u, in set) to completion: batch, scan and count as calls
+ * that span nodes (client_multi.c), the rest as one op. */
+static shoal_err
+run_blocking(shoal *db, cl_op *op, const shoal_call *call)
+{
+    shoal_err rc;
+    if (op->est_bytes + FRAME_OVERHEAD > db->o.max_frame_bytes)
+        return SHOAL_ETOOLARGE;
+    if (!enter(db))
+        return SHOAL_ECLOSED;
+    op->db = db;
+    if (call != NULL)
+        op->u->call = *call;
+    op->deadline_ns = deadline_of(db, call);
+    cl_op_reset_outputs(op);
+    cl_op_settings(db, op, call);
+    switch (op->kind) {
+    case CL_BATCH:
+        rc = cl_multi_batch(db, op);
+        break;
+    case CL_SCAN:
+        rc = cl_multi_scan(db, op);
+        break;
+    case CL_COUNT:
+        rc = cl_multi_count(db, op);
+        break;
+    default:
+        rc = run_one(db, op);
+        break;
+    }
+    leave(db);
+    return rc;
 }
 
 static shoal_err
@@ -425,6 +451,123 @@ shoal_stats_get(shoal *db, shoal_stats *out, const shoal_call *call)
     return run_blocking(db, &op, call);
 }
 
+/* ---- the cluster map, for tools
+ * ------------------------------------------------------------------
+ */
+
+uint64_t
+shoal_map_epoch(shoal *db)
+{
+    return db != NULL ? atomic_load(&db->map_epoch) : 0;
+}
+
+static size_t
+nodes_size(const cl_map *m)
+{
+    size_t total = m->n_nodes * sizeof(shoal_cluster_node);
+    for (size_t i = 0; i < m->n_nodes; i++)
+        total += strlen(m->nodes[i].id) + strlen(m->nodes[i].addr) +
+                 strlen(m->nodes[i].peer_addr) + 3;
+    return total;
+}
+
+static const char *
+copy_str(char **at, const char *s)
+{
+    size_t l = strlen(s) + 1;
+    char *d = *at;
+    memcpy(d, s, l);
+    *at += l;
+    return d;
+}
+
+shoal_err
+shoal_cluster_nodes(shoal *db, shoal_cluster_node **out, size_t *n_out)
+{
+    if (out == NULL || n_out == NULL)
+        return SHOAL_EINVAL;
+    *out = NULL;
+    *n_out = 0;
+    if (db == NULL)
+        return SHOAL_EINVAL;
+    shoal_err rc = SHOAL_EUNAVAILABLE;
+    pthread_rwlock_rdlock(&db->map_lock);
+    const cl_map *m = db->map;
+    shoal_cluster_node *v = m != NULL ? mem_alloc(nodes_size(m)) : NULL;
+    if (m != NULL && v == NULL)
+        rc = SHOAL_ENOMEM;
+    if (v != NULL) {
+        char *at = (char *) (v + m->n_nodes);
+        for (size_t i = 0; i < m->n_nodes; i++) {
+            v[i].id = copy_str(&at, m->nodes[i].id);
+            v[i].addr = copy_str(&at, m->nodes[i].addr);
+            v[i].peer_addr = copy_str(&at, m->nodes[i].peer_addr);
+            v[i].weight = m->nodes[i].weight;
+            v[i].state = m->nodes[i].state;
+        }
+        *out = v;
+        *n_out = m->n_nodes;
+        rc = SHOAL_OK;
+    }
+    pthread_rwlock_unlock(&db->map_lock);
+    return rc;
+}
+
+void
+shoal_cluster_nodes_free(shoal_cluster_node *nodes, size_t n)
+{
+    (void) n; /* one allocation */
+    mem_free(nodes);
+}
+
+/* The conn of the node with id (NULL: the home node). */
+static shoal_err
+node_by_id(shoal *db, const char *id, cl_conn **out)
+{
+    *out = NULL;
+    if (id == NULL) {
+        *out = atomic_load(&db->home);
+        return *out != NULL ? SHOAL_OK : SHOAL_EUNAVAILABLE;
+    }
+    shoal_err rc = SHOAL_ENOTFOUND;
+    pthread_rwlock_rdlock(&db->map_lock);
+    cl_map *m = db->map;
+    for (size_t i = 0; m != NULL && i < m->n_nodes; i++) {
+        if (strcmp(m->nodes[i].id, id) != 0)
+            continue;
+        *out = cl_node_conn(db, m, (uint32_t) i);
+        rc = *out != NULL ? SHOAL_OK : SHOAL_EUNAVAILABLE;
+        break;
+    }
+    pthread_rwlock_unlock(&db->map_lock);
+    return rc;
+}
+
+shoal_err
+shoal_cluster_status_node(shoal *db, const char *node_id, void **pb_out,
+                          size_t *len_out)
+{
+    if (pb_out == NULL || len_out == NULL)
+        return SHOAL_EINVAL;
+    *pb_out = NULL;
+    *len_out = 0;
+    if (db == NULL)
+        return SHOAL_EINVAL;
+    shoal_op u = {.kind = 0};
+    cl_op op = {.kind = CL_CSTATUS, .u = &u, .est_bytes = CL_OP_OVERHEAD};
+    shoal_err rc = node_by_id(db, node_id, &op.pin);
+    if (rc != SHOAL_OK)
+        return rc;
+    rc = run_blocking(db, &op, NULL);
+    if (rc != SHOAL_OK) {
+        mem_free(op.out.blob.pb);
+        return rc;
+    }
+    *pb_out = op.out.blob.pb;
+    *len_out = op.out.blob.len;
+    return SHOAL_OK;
+}
+
 /* ---- batches
  * -----------------------------------------------------------------------
  */
@@ -491,6 +634,8 @@ shoal_batch(shoal *db, const shoal_batch_op *ops, size_t n, shoal_err *results,
         return SHOAL_EINVAL;
     if (n == 0)
         return SHOAL_OK;
+    if (n > UINT32_MAX)
+        return SHOAL_ETOOLARGE;
     if ((rc = check_batch(ops, n, &est)) != SHOAL_OK)
         return rc;
     shoal_op u = {.kind = 0};
@@ -499,6 +644,8 @@ shoal_batch(shoal *db, const shoal_batch_op *ops, size_t n, shoal_err *results,
     op.in.batch.n = n;
     op.out.batch.res = results;
     rc = run_blocking(db, &op, call);
+    /* Per-op statuses came back unless the call failed before any part
+     * was sent (closed, no memory). */
     if (!op.out.batch.got && results != NULL)
         for (size_t i = 0; i < n; i++)
             results[i] = rc;
@@ -613,6 +760,7 @@ shoal_submit(shoal *db, shoal_op *uop, shoal_done_fn done, void *arg)
     op->u = uop;
     op->est_bytes = est;
     op->deadline_ns = deadline_of(db, &uop->call);
+    cl_op_settings(db, op, &uop->call);
     op->done = async_done;
     op->user_done = done;
     op->user_arg = arg;
@@ -771,6 +919,8 @@ db_alloc(const shoal_opts *o)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&db->mtx, NULL);
     pthread_mutex_init(&db->pool_mtx, NULL);
+    pthread_mutex_init(&db->conns_mtx, NULL);
+    pthread_rwlock_init(&db->map_lock, NULL);
     atomic_init(&db->next_id, 1);
     wire_sender_init(&db->snd);
     return db;
@@ -799,6 +949,7 @@ shoal_open(const shoal_opts *o, shoal **out)
         if ((rc = cl_conn_open(db, o->seeds[i], &db->conns[i])) != SHOAL_OK)
             goto fail;
         db->n_conns++;
+        cl_conn_list_push(db, db->conns[i]);
     }
     if ((rc = cl_timer_start(db)) != SHOAL_OK ||
         (rc = fetch_map(db)) != SHOAL_OK)
@@ -847,14 +998,24 @@ shoal_close(shoal *db)
     pthread_mutex_unlock(&db->mtx);
     cl_timer_stop(db);
     fail_delayed(db);
-    for (size_t i = 0; i < db->n_conns; i++)
-        cl_conn_shutdown(db->conns[i]);
+    /* No conn opens from here on, so the list is complete. */
+    pthread_mutex_lock(&db->conns_mtx);
+    db->conns_closed = true;
+    pthread_mutex_unlock(&db->conns_mtx);
+    for (cl_conn *c = atomic_load(&db->conn_list); c != NULL; c = c->list_next)
+        cl_conn_shutdown(c);
     fail_delayed(db);
     wait_users(db);
-    for (size_t i = 0; i < db->n_conns; i++)
-        cl_conn_close(db->conns[i]);
+    cl_conn *c = atomic_load(&db->conn_list);
+    while (c != NULL) {
+        cl_conn *next = c->list_next;
+        cl_conn_close(c);
+        c = next;
+    }
     mem_free(db->conns);
     mem_free(db->map);
+    pthread_rwlock_destroy(&db->map_lock);
+    pthread_mutex_destroy(&db->conns_mtx);
     wire_keyring_free(db->kr);
     cl_pool_fini(db);
     pthread_mutex_destroy(&db->pool_mtx);
@@ -868,8 +1029,8 @@ size_t
 shoal__pending(shoal *db)
 {
     size_t n = 0;
-    for (size_t i = 0; i < db->n_conns; i++)
-        n += cl_conn_pending(db->conns[i]);
+    for (cl_conn *c = atomic_load(&db->conn_list); c != NULL; c = c->list_next)
+        n += cl_conn_pending(c);
     pthread_mutex_lock(&db->mtx);
     for (const cl_op *op = db->delayed; op != NULL; op = op->next)
         n++;

@@ -441,6 +441,9 @@ claim_locked(cl_ctx *x)
     return x->c->closed;
 }
 
+/* A newer map that came with EWRONGSHARD is adopted (it was validated by
+ * the decoder); otherwise EWRONGSHARD or a newer epoch named by any answer
+ * makes us ask this node for its map. */
 static void
 after_answer(shoal *db, cl_ctx *x, cl_map *new_map, uint64_t hint)
 {
@@ -456,7 +459,7 @@ after_answer(shoal *db, cl_ctx *x, cl_map *new_map, uint64_t hint)
     bool newer = hint > atomic_load(&db->map_epoch) && hint > asked &&
                  atomic_compare_exchange_strong(&db->map_hint, &asked, hint);
     if (wrong_shard || newer)
-        cl_map_refresh(db);
+        cl_map_refresh(db, x->c);
 }
 
 /* Count an answer that was not believed; log at most one a second. */
@@ -538,14 +541,18 @@ on_sent(cl_ctx *x, int rv)
     bool closed = claim_locked(x);
     pthread_mutex_unlock(&c->mtx);
     /* Not sent (no connection took it before the deadline): anything may be
-     * retried while time is left. */
+     * retried while time is left. A write an earlier attempt sent may have
+     * run (SHOAL_ETIMEOUT); a read did nothing either way, and the node is
+     * unreachable now (SHOAL_EUNAVAILABLE). */
     for (size_t i = 0; i < x->n_ops; i++) {
         cl_op *op = x->ops[i];
         op->retry = !closed;
         if (closed)
             op->st = SHOAL_ECLOSED;
+        else if (op->ever_sent && cl_is_write(op->kind))
+            op->st = SHOAL_ETIMEOUT;
         else
-            op->st = op->ever_sent ? SHOAL_ETIMEOUT : SHOAL_EUNAVAILABLE;
+            op->st = SHOAL_EUNAVAILABLE;
     }
     cl_settle(c->db, x->ops, x->n_ops);
     ctx_next(x);
@@ -569,11 +576,13 @@ ctx_cb(void *arg)
  * ------------------------------------------------------------------
  */
 
+/* A queued op expires: EUNAVAILABLE when the node is unreachable and the
+ * op cannot have run (never sent, or a read). */
 static shoal_err
 expired_status(const cl_conn *c, const cl_op *op)
 {
-    return !op->ever_sent && c->pipes == 0 ? SHOAL_EUNAVAILABLE
-                                           : SHOAL_ETIMEOUT;
+    bool may_have_run = op->ever_sent && cl_is_write(op->kind);
+    return !may_have_run && c->pipes == 0 ? SHOAL_EUNAVAILABLE : SHOAL_ETIMEOUT;
 }
 
 static void

@@ -4,8 +4,10 @@
  *
  * Out: one RequestFrame per frame, one Request per op, Request.id = a
  * per-handle counter (ops of a frame get consecutive ids in frame order, so
- * answers are matched by binary search), map_epoch = the handle's map epoch,
- * timeout_ms = what is left of the op's deadline.
+ * answers are matched by binary search), map_epoch = the epoch of the map
+ * the op was routed by (none for a map request), timeout_ms = what is left
+ * of the op's deadline, write_quorum and read_mode from the op's settings
+ * (cl_op_settings), scan/count shards = the part's shard list.
  *
  * Back: the frame (wire.h) must be, with a key:   RESPONSE, sealed under that
  * key (same key id), tag verified; insecure: PLAIN|RESPONSE. Or an error
@@ -190,6 +192,8 @@ fill_scan(const cl_op *op, Shoal__Request *r, pbuf_arena *a)
     m->token = bin(s->token, s->token_len);
     m->has_keys_only = s->keys_only;
     m->keys_only = s->keys_only;
+    m->n_shards = op->n_shards;
+    m->shards = (uint32_t *) (uintptr_t) op->shards;
     r->op_case = SHOAL__REQUEST__OP_SCAN;
     r->scan = m;
     return SHOAL_OK;
@@ -201,6 +205,8 @@ fill_count(const cl_op *op, Shoal__Request *r, pbuf_arena *a)
     NEW(a, Shoal__CountReq, shoal__count_req__init);
     m->has_prefix = op->u->klen > 0;
     m->prefix = bin(op->u->key, op->u->klen);
+    m->n_shards = op->n_shards;
+    m->shards = (uint32_t *) (uintptr_t) op->shards;
     r->op_case = SHOAL__REQUEST__OP_COUNT;
     r->count = m;
     return SHOAL_OK;
@@ -223,6 +229,16 @@ fill_map(const cl_op *op, Shoal__Request *r, pbuf_arena *a)
     NEW(a, Shoal__MapReq, shoal__map_req__init);
     r->op_case = SHOAL__REQUEST__OP_MAP;
     r->map = m;
+    return SHOAL_OK;
+}
+
+static shoal_err
+fill_cstatus(const cl_op *op, Shoal__Request *r, pbuf_arena *a)
+{
+    (void) op;
+    NEW(a, Shoal__ClusterStatusReq, shoal__cluster_status_req__init);
+    r->op_case = SHOAL__REQUEST__OP_CLUSTER_STATUS;
+    r->cluster_status = m;
     return SHOAL_OK;
 }
 
@@ -418,6 +434,23 @@ take_map(cl_op *op, const Shoal__Response *r)
     return cl_map_copy(r->map, &op->out.map);
 }
 
+/* The ClusterStatusResp packed again for the caller (shoalctl decodes it
+ * with protobuf-c): what the node sent, minus unknown fields. */
+static shoal_err
+take_cstatus(cl_op *op, const Shoal__Response *r)
+{
+    if (r->result_case != SHOAL__RESPONSE__RESULT_CLUSTER_STATUS)
+        return SHOAL_EIO;
+    const ProtobufCMessage *msg = &r->cluster_status->base;
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *pb = mem_alloc(len > 0 ? len : 1);
+    if (pb == NULL)
+        return SHOAL_ENOMEM;
+    op->out.blob.len = protobuf_c_message_pack(msg, pb);
+    op->out.blob.pb = pb;
+    return SHOAL_OK;
+}
+
 const cl_kind_ops cl_kinds[CL_KIND_END] = {
     [CL_GET] = {"get", false, fill_get, take_get},
     [CL_PUT] = {"put", true, fill_put, take_write},
@@ -430,6 +463,7 @@ const cl_kind_ops cl_kinds[CL_KIND_END] = {
     [CL_COUNT] = {"count", false, fill_count, take_count},
     [CL_STATS] = {"stats", false, fill_stats, take_stats},
     [CL_MAP] = {"map", false, fill_map, take_map},
+    [CL_CSTATUS] = {"cluster_status", false, fill_cstatus, take_cstatus},
 };
 
 bool
@@ -473,18 +507,22 @@ static shoal_err
 pack_one(const cl_pack_in *in, cl_op *op, uint64_t id, Shoal__Request *r,
          pbuf_arena *a)
 {
-    const shoal_call *call = &op->u->call;
+    /* A map request names no epoch: it asks for the node's map whatever
+     * ours is. */
+    uint64_t epoch = op->kind == CL_MAP   ? 0
+                     : op->map_epoch != 0 ? op->map_epoch
+                                          : in->map_epoch;
     shoal__request__init(r);
     op->id = id;
     r->has_id = true;
     r->id = id;
-    r->has_map_epoch = in->map_epoch != 0;
-    r->map_epoch = in->map_epoch;
+    r->has_map_epoch = epoch != 0;
+    r->map_epoch = epoch;
     r->has_timeout_ms = true;
     r->timeout_ms = remaining_ms(op->deadline_ns, in->now_ns);
-    r->has_write_quorum = call->w != 0;
-    r->write_quorum = call->w;
-    r->has_read_mode = call->read_any;
+    r->has_write_quorum = op->w != 0;
+    r->write_quorum = op->w;
+    r->has_read_mode = op->read_any;
     r->read_mode = SHOAL__READ_MODE__READ_ANY;
     return cl_kinds[op->kind].fill(op, r, a);
 }
@@ -703,62 +741,4 @@ shoal__frame_decode(const wire_key *key, uint8_t *frame, size_t len,
 lost:
     all_lost(ops, n);
     return rc == SHOAL_EAUTH ? SHOAL_EAUTH : SHOAL_EINVAL;
-}
-
-/* ---- the cluster map -------------------------------------------------------
- */
-
-static shoal_err
-map_strings_size(const Shoal__ClusterMap *m, size_t *out)
-{
-    size_t total = sizeof(cl_map) + m->n_nodes * sizeof(cl_map_node);
-    for (size_t i = 0; i < m->n_nodes; i++) {
-        const Shoal__MapNode *nd = m->nodes[i];
-        size_t il = nd->id != NULL ? strlen(nd->id) : 0;
-        size_t al = nd->addr != NULL ? strlen(nd->addr) : 0;
-        if (il > CL_NODE_ID_MAX || al > CL_NODE_ADDR_MAX)
-            return SHOAL_EIO;
-        total += il + al + 2;
-    }
-    *out = total;
-    return SHOAL_OK;
-}
-
-static const char *
-put_str(char **at, const char *s)
-{
-    size_t l = s != NULL ? strlen(s) : 0;
-    char *d = *at;
-    if (l > 0)
-        memcpy(d, s, l);
-    d[l] = '\0';
-    *at += l + 1;
-    return d;
-}
-
-shoal_err
-cl_map_copy(const Shoal__ClusterMap *m, cl_map **out)
-{
-    size_t total;
-    *out = NULL;
-    if (m->n_nodes > CL_MAP_NODES_MAX ||
-        (m->has_hash_key && m->hash_key.len != KEYHASH_KEY_BYTES) ||
-        map_strings_size(m, &total) != SHOAL_OK)
-        return SHOAL_EIO;
-    cl_map *c = mem_calloc(1, total);
-    if (c == NULL)
-        return SHOAL_ENOMEM;
-    c->epoch = m->epoch;
-    c->shard_count = m->shard_count;
-    if (m->has_hash_key)
-        memcpy(c->hash_key, m->hash_key.data, KEYHASH_KEY_BYTES);
-    c->n_nodes = m->n_nodes;
-    c->nodes = (cl_map_node *) (c + 1);
-    char *at = (char *) (c->nodes + m->n_nodes);
-    for (size_t i = 0; i < m->n_nodes; i++) {
-        c->nodes[i].id = put_str(&at, m->nodes[i]->id);
-        c->nodes[i].addr = put_str(&at, m->nodes[i]->addr);
-    }
-    *out = c;
-    return SHOAL_OK;
 }

@@ -11,8 +11,16 @@
  *                   deadline sweeper thread, and the op pool.
  *   client_frame.c  pure encode/decode: RequestFrame packing, the
  *                   ResponseFrame decoder (cl_frame_decode) that gives every
- *                   op of a frame its verdict, result extraction, and the
- *                   cluster map copy.
+ *                   op of a frame its verdict, and result extraction.
+ *   client_route.c  pure cluster logic: map validation and copy, key ->
+ *                   shard -> node, splitting work by node, merging scan
+ *                   pages, batch statuses and counts (unit-tested).
+ *   client_sched.c  routing at dispatch time, the node table (one conn per
+ *                   node address, opened lazily), retries, the timer, the
+ *                   map (adopt, refresh) and the op pool.
+ *   client_multi.c  calls that span nodes (batch, scan, count): split by
+ *                   node, one part per node, re-split what a node answers
+ *                   EWRONGSHARD, merge.
  *
  * An op (cl_op) goes: submitted -> queued on its node's conn -> packed into
  * a frame with the other queued ops -> answered. Its verdict is a status and
@@ -50,6 +58,9 @@
 #define CL_NODE_ID_MAX    255u /* map strings we accept */
 #define CL_NODE_ADDR_MAX  1024u
 #define CL_MAP_NODES_MAX  4096u
+#define CL_MAP_SHARDS_MAX 65536u /* DESIGN §3: a power of two up to this */
+#define CL_MAP_R_MAX      16u    /* replicas per shard we accept */
+#define CL_REDIRECT_MAX   8u     /* EWRONGSHARD retries of one call */
 
 typedef enum cl_kind {
     CL_GET = SHOAL_OP_GET,
@@ -63,26 +74,44 @@ typedef enum cl_kind {
     CL_COUNT = 9,
     CL_STATS = 10,
     CL_MAP = 11,
+    CL_CSTATUS = 12, /* ClusterStatusReq, pinned to one node */
     CL_KIND_END
 } cl_kind;
 
+typedef struct cl_op cl_op;
+typedef struct cl_conn cl_conn;
+
 /* The cluster map as the client keeps it: one allocation (mem_free), the
- * strings inside it. */
+ * strings, shards and replica lists inside it. Immutable once built, except
+ * each node's conn, which the handle fills lazily (cl_node_conn). Only
+ * shoal__map_from_pb builds one, so every map the handle holds is valid:
+ * shard_count a power of two with one entry per shard, every primary and
+ * replica a node index, the primary one of the replicas. */
 typedef struct cl_map_node {
-    const char *id;
-    const char *addr; /* client URL */
+    const char *id;        /* unique, 1..CL_NODE_ID_MAX bytes */
+    const char *addr;      /* client URL (tcp:// or ipc://), unique */
+    const char *peer_addr; /* replication URL, may be "" */
+    uint32_t weight;
+    uint32_t state;
+    cl_conn *_Atomic conn; /* NULL until first used (db's conns_mtx) */
 } cl_map_node;
 
+typedef struct cl_map_shard {
+    uint32_t primary;         /* node index */
+    uint32_t n_replicas;      /* 1..CL_MAP_R_MAX */
+    const uint32_t *replicas; /* node indexes, distinct */
+} cl_map_shard;
+
 typedef struct cl_map {
-    uint64_t epoch;
+    uint64_t epoch; /* >= 1 */
     uint32_t shard_count;
+    uint32_t replicas;     /* R (advice) */
+    uint32_t write_quorum; /* W, the cluster default (advice) */
     uint8_t hash_key[KEYHASH_KEY_BYTES];
     size_t n_nodes;
     cl_map_node *nodes;
+    cl_map_shard *shards; /* shard_count, indexed by shard number */
 } cl_map;
-
-typedef struct cl_op cl_op;
-typedef struct cl_conn cl_conn;
 
 /* Final completion; runs exactly once per op, without libshoal locks. */
 typedef void (*cl_done_fn)(cl_op *op);
@@ -91,7 +120,8 @@ struct cl_op {
     cl_op *next; /* queue / delayed list / pool link (owner's lock) */
     shoal *db;
     cl_kind kind;
-    cl_conn *pin; /* send only to this conn (map, stats); NULL: by key */
+    cl_conn *pin; /* send only to this conn (map, stats, parts of a
+                     split call); NULL: routed by key at each attempt */
     shoal_op *u;  /* inputs (key, val, delta, opts, call) and the outputs
                      of kinds 1..6; count uses key as its prefix */
     union {
@@ -101,6 +131,15 @@ struct cl_op {
         } batch;
         const shoal_scan_req *scan;
     } in;
+    const uint32_t *shards; /* scan, count: ScanReq/CountReq.shards */
+    size_t n_shards;
+    uint64_t map_epoch; /* Request.map_epoch of this attempt (0: the
+                           handle's at packing) */
+    uint32_t w;         /* Request.write_quorum (0: cluster default) */
+    bool read_any;      /* Request.read_mode = READ_ANY */
+    bool part;          /* a part of a split call: EWRONGSHARD ends it (the
+                           caller re-splits) instead of a retry */
+    uint8_t redirects;  /* EWRONGSHARD retries so far */
     cl_done_fn done;
     void *arg;               /* done's */
     shoal_done_fn user_done; /* shoal_submit's */
@@ -126,6 +165,10 @@ struct cl_op {
         uint64_t count;
         shoal_stats *stats; /* caller's struct */
         cl_map *map;        /* map: owned by the op until adopted */
+        struct {
+            uint8_t *pb; /* cluster status: packed, mem_alloc'd */
+            size_t len;
+        } blob;
         struct {
             void *copy; /* blocking get: the value copied for the caller */
         } get;
@@ -199,8 +242,71 @@ SHOAL_API shoal_err shoal__frame_decode(const wire_key *key, uint8_t *frame,
  * gets write_st (its outcome is unknown). */
 void cl_verdict_lost(cl_op *op, shoal_err write_st);
 
-/* Copy a wire map. SHOAL_EIO (malformed), SHOAL_ENOMEM. */
+/* Copy a wire map after shoal__map_from_pb's checks; a rejected map is
+ * logged with the reason. SHOAL_EIO (malformed), SHOAL_ENOMEM. */
 shoal_err cl_map_copy(const Shoal__ClusterMap *m, cl_map **out);
+
+/* ---- pure cluster logic (client_route.c) ---------------------------------
+ * Exported (shoal__*) only for tests/unit/test_client_route.c. */
+
+/* Validate m as hostile input and copy it into one allocation (mem_free).
+ * Checks: epoch >= 1; shard_count a power of two in 1..CL_MAP_SHARDS_MAX,
+ * equal to the number of shard entries, each shard number once (entries
+ * without a number take their position); hash_key exactly 16 bytes; 1..
+ * CL_MAP_NODES_MAX nodes, ids 1..CL_NODE_ID_MAX printable bytes and
+ * unique, addrs tcp://host:port or ipc://path (printable, at most
+ * CL_NODE_ADDR_MAX, unique); per shard 1..CL_MAP_R_MAX distinct replicas,
+ * all node indexes, the primary one of them. SHOAL_EIO with a one-line
+ * reason in err (err_len > 0), SHOAL_ENOMEM. On failure *out is NULL. */
+SHOAL_API shoal_err shoal__map_from_pb(const Shoal__ClusterMap *m, cl_map **out,
+                                       char *err, size_t err_len);
+
+/* Shard of key under m. */
+uint32_t cl_map_shard_of(const cl_map *m, const void *key, size_t klen);
+
+/* The node serving shard: its primary, or (any) replica (spin mod
+ * n_replicas), which spreads reads when spin comes from a counter. */
+uint32_t cl_map_node_of(const cl_map *m, uint32_t shard, bool any,
+                        uint64_t spin);
+
+/* Key -> shard (*shard_out, may be NULL) -> node index, as above. */
+SHOAL_API uint32_t shoal__map_route(const cl_map *m, const void *key,
+                                    size_t klen, bool any, uint64_t spin,
+                                    uint32_t *shard_out);
+
+/* Items grouped by node: group g holds the items idx[start[g] ..
+ * start[g+1]) (ascending item order), all bound for node[g]. Groups come in
+ * the order of their first item. One allocation (mem_free). */
+typedef struct cl_split {
+    size_t n_groups;
+    uint32_t *node; /* n_groups */
+    size_t *start;  /* n_groups + 1 */
+    uint32_t *idx;  /* n_items: item indexes */
+} cl_split;
+
+/* Group n items by node_of[i] (each < n_nodes). SHOAL_ENOMEM,
+ * SHOAL_EINVAL (a node index out of range). */
+SHOAL_API shoal_err shoal__split(const uint32_t *node_of, size_t n,
+                                 size_t n_nodes, cl_split **out);
+
+/* The batch's overall status: the first non-OK entry in op order. */
+SHOAL_API shoal_err shoal__batch_status(const shoal_err *res, size_t n);
+
+/* Merge the pages of n parts (each sorted by key, disjoint key sets) into
+ * one page of at most limit items (0: CL_SCAN_DEFAULT), one allocation
+ * (shoal_scan_page_free). A part with more set may hold keys past its last
+ * item, so no item beyond the smallest last key of such a part is taken.
+ * more: some part has more or an item was left out; then token = the last
+ * key returned (nodes take it as an exclusive start). Parts stay the
+ * caller's. SHOAL_EIO (a part out of order, or more without items),
+ * SHOAL_ENOMEM. */
+SHOAL_API shoal_err shoal__scan_merge(const shoal_scan_page *const *parts,
+                                      size_t n, uint32_t limit, bool keys_only,
+                                      shoal_scan_page **out);
+
+/* Sum of n counts; SHOAL_EIO on overflow (a node lied). */
+SHOAL_API shoal_err shoal__count_sum(const uint64_t *counts, size_t n,
+                                     uint64_t *out);
 
 /* Status from the wire: values outside proto/err.h become SHOAL_EIO. */
 shoal_err cl_status(int wire_status);
@@ -247,6 +353,7 @@ struct cl_conn {
     unsigned senders; /* threads between taking a ctx and nng_ctx_send */
     unsigned pipes;   /* live connections */
     bool closed;
+    cl_conn *list_next; /* db->conn_list link (set once, before publishing) */
 };
 
 /* Open a conn dialled (in the background) to url. SHOAL_EINVAL (bad URL),
@@ -295,12 +402,17 @@ struct shoal {
     bool timer_stop;
     uint64_t timer_wake_ns; /* when the timer thread wakes next */
     cl_op *delayed;         /* ops waiting out their backoff */
-    cl_map *map;
     bool map_refreshing;
-    cl_conn **conns; /* one per seed, fixed from open to close; the cluster
-                        issue turns this into the node table (map index) */
+    cl_conn **conns; /* one per seed, fixed from open to close */
     size_t n_conns;
-    cl_conn *_Atomic home; /* the seed that answered (set once at open) */
+    cl_conn *_Atomic home;      /* the seed that answered (set once at open) */
+    _Atomic uint64_t spin;      /* read_any: spreads reads over replicas */
+    pthread_rwlock_t map_lock;  /* guards map (readers route) */
+    cl_map *map;                /* NULL until open has one */
+    pthread_mutex_t conns_mtx;  /* opening conns; guards conns_closed */
+    bool conns_closed;          /* close began: open no more conns */
+    cl_conn *_Atomic conn_list; /* every conn (seeds and nodes), pushed at
+                                   the head, never removed before close */
     pthread_mutex_t pool_mtx;
     cl_op *pool; /* free ops */
     cl_slab *slabs;
@@ -309,8 +421,23 @@ struct shoal {
 /* Route op to its node and queue it there. */
 void cl_dispatch(shoal *db, cl_op *op);
 
-/* The conn serving key (today: the seed that answered). */
-cl_conn *cl_route(shoal *db, const void *key, size_t klen);
+/* The conn serving op's key under the current map (its shard's primary,
+ * or any replica for read_any reads), setting op->map_epoch; NULL if there
+ * is none (no map, closing, cannot open). */
+cl_conn *cl_route(shoal *db, cl_op *op);
+
+/* The conn of node index ni of m (the caller holds map_lock for reading
+ * or owns m). Opened on first use; a one-node map's node is the seed that
+ * answered open, a node whose addr is a seed URL is that seed's conn.
+ * NULL when closing or the conn cannot be opened. */
+cl_conn *cl_node_conn(shoal *db, cl_map *m, uint32_t ni);
+
+/* Add c to the handle's conn list (the sweeper and close see it). */
+void cl_conn_list_push(shoal *db, cl_conn *c);
+
+/* Effective per-op settings: op->w, op->read_any from the call, the
+ * put options and the handle's defaults (kind, u and in already set). */
+void cl_op_settings(shoal *db, cl_op *op, const shoal_call *call);
 
 /* Give every op its final status or queue it for a retry (backoff within
  * its deadline). ops[] may hold NULLs. */
@@ -322,8 +449,16 @@ void cl_finish(cl_op *op);
 /* Adopt m if it is newer than the handle's map (takes ownership). */
 void cl_map_adopt(shoal *db, cl_map *m);
 
-/* Ask the home node for its map (one request at a time). */
-void cl_map_refresh(shoal *db);
+/* Ask node c (NULL: the home node) for its map, one request at a time. */
+void cl_map_refresh(shoal *db, cl_conn *c);
+
+/* ---- calls that span nodes (client_multi.c) ------------------------------
+ * Blocking; op is the caller's filled op (kind, u, in, deadline, settings
+ * done, inside enter/leave). They return the call's status and set the
+ * op's outputs as a single-node call would. */
+shoal_err cl_multi_batch(shoal *db, cl_op *op);
+shoal_err cl_multi_scan(shoal *db, cl_op *op);
+shoal_err cl_multi_count(shoal *db, cl_op *op);
 
 /* Op pool for shoal_submit. */
 cl_op *cl_pool_get(shoal *db);

@@ -10,10 +10,17 @@
  * expire ops past their deadline in every conn's queue and frames in flight,
  * so nothing waits forever whatever the network does.
  *
+ * Routing: a key op is routed at every attempt by the map in force then
+ * (key -> shard -> primary, or any replica for read_any reads), so a retry
+ * after EWRONGSHARD goes where the newer map says. Connections are per node
+ * address, opened on first use and kept until close (a node that left the
+ * map keeps its conn; they are few).
+ *
  * Threads: the timer thread and nng's callback threads settle ops; user
- * threads submit. db->mtx guards the delayed list, the timer's state and the
- * map; the pool has its own lock. Callbacks (op->done) run with no libshoal
- * lock held.
+ * threads submit. db->mtx guards the delayed list and the timer's state;
+ * map_lock (rwlock) the map; conns_mtx the opening of conns; the pool has
+ * its own lock. Lock order: map_lock, then conns_mtx, then a conn's mtx.
+ * Callbacks (op->done) run with no libshoal lock held.
  */
 #include "client_int.h"
 
@@ -36,14 +43,74 @@ struct cl_slab {
  * -----------------------------------------------------------------
  */
 
-cl_conn *
-cl_route(shoal *db, const void *key, size_t klen)
+void
+cl_conn_list_push(shoal *db, cl_conn *c)
 {
-    /* TODO(#4): shard = keyhash_shard(map->hash_key, key, klen,
-     * map->shard_count), then the conn of that shard's primary. */
-    (void) key;
-    (void) klen;
-    return atomic_load(&db->home);
+    cl_conn *head = atomic_load(&db->conn_list);
+    do
+        c->list_next = head;
+    while (!atomic_compare_exchange_weak(&db->conn_list, &head, c));
+}
+
+static cl_conn *
+find_conn(shoal *db, const char *url)
+{
+    for (cl_conn *c = atomic_load(&db->conn_list); c != NULL; c = c->list_next)
+        if (strcmp(c->url, url) == 0)
+            return c;
+    return NULL;
+}
+
+/* A one-node map names the node that served it: the seed that answered
+ * open, whatever address it advertises (behind a relay or NAT the seed URL
+ * is the one that works). Otherwise the conn with the node's address,
+ * opened now if there is none. */
+cl_conn *
+cl_node_conn(shoal *db, cl_map *m, uint32_t ni)
+{
+    cl_map_node *nd = &m->nodes[ni];
+    cl_conn *c = atomic_load(&nd->conn);
+    if (c != NULL)
+        return c;
+    pthread_mutex_lock(&db->conns_mtx);
+    if (db->conns_closed) {
+        pthread_mutex_unlock(&db->conns_mtx);
+        return NULL;
+    }
+    if ((c = atomic_load(&nd->conn)) == NULL) {
+        c = m->n_nodes == 1 ? atomic_load(&db->home) : NULL;
+        if (c == NULL)
+            c = find_conn(db, nd->addr);
+        if (c == NULL) {
+            shoal_err rc = cl_conn_open(db, nd->addr, &c);
+            if (rc == SHOAL_OK)
+                cl_conn_list_push(db, c);
+            else
+                cl_log(1, "node %s (%s): cannot open a connection: %s", nd->id,
+                       nd->addr, shoal_strerror(rc));
+        }
+        if (c != NULL)
+            atomic_store(&nd->conn, c);
+    }
+    pthread_mutex_unlock(&db->conns_mtx);
+    return c;
+}
+
+cl_conn *
+cl_route(shoal *db, cl_op *op)
+{
+    cl_conn *c = NULL;
+    pthread_rwlock_rdlock(&db->map_lock);
+    cl_map *m = db->map;
+    if (m != NULL) {
+        uint64_t spin = op->read_any ? atomic_fetch_add(&db->spin, 1) : 0;
+        uint32_t ni = shoal__map_route(m, op->u->key, op->u->klen, op->read_any,
+                                       spin, NULL);
+        op->map_epoch = m->epoch;
+        c = cl_node_conn(db, m, ni);
+    }
+    pthread_rwlock_unlock(&db->map_lock);
+    return c;
 }
 
 void
@@ -51,13 +118,36 @@ cl_dispatch(shoal *db, cl_op *op)
 {
     cl_conn *c = op->pin;
     if (c == NULL)
-        c = cl_route(db, op->u->key, op->u->klen);
+        c = cl_route(db, op);
     if (c == NULL) {
-        op->st = SHOAL_EUNAVAILABLE;
+        op->st = atomic_load(&db->closing) ? SHOAL_ECLOSED : SHOAL_EUNAVAILABLE;
         cl_finish(op);
         return;
     }
     cl_conn_submit(c, op);
+}
+
+void
+cl_op_settings(shoal *db, cl_op *op, const shoal_call *call)
+{
+    uint32_t w = 0;
+    op->w = 0;
+    op->read_any = false;
+    if (!cl_is_write(op->kind)) {
+        op->read_any = db->o.read_any || (call != NULL && call->read_any);
+        if (op->kind == CL_STATS || op->kind == CL_MAP ||
+            op->kind == CL_CSTATUS)
+            op->read_any = false;
+        return;
+    }
+    if (op->kind == CL_PUT)
+        w = op->u->opts.w;
+    for (size_t i = 0; op->kind == CL_BATCH && i < op->in.batch.n; i++)
+        if (op->in.batch.ops[i].opts.w > w)
+            w = op->in.batch.ops[i].opts.w; /* the strictest asked for */
+    if (w == 0 && call != NULL)
+        w = call->w;
+    op->w = w != 0 ? w : db->o.write_quorum;
 }
 
 /* ---- verdicts
@@ -107,6 +197,27 @@ try_retry(shoal *db, cl_op *op, uint64_t now_ns)
     return false;
 }
 
+/* EWRONGSHARD: the node did not run op. A part of a split call goes back
+ * to its caller, which re-splits by the new map; other ops are routed
+ * again, at once when a newer map is already in, else after a backoff
+ * (the refresh is under way), at most CL_REDIRECT_MAX times. Returns
+ * whether op was sent again. */
+static bool
+redirect(shoal *db, cl_op *op, uint64_t now)
+{
+    if (op->part || op->redirects >= CL_REDIRECT_MAX) {
+        op->retry = false;
+        return false;
+    }
+    op->redirects++;
+    if (op->pin == NULL && op->deadline_ns > now &&
+        atomic_load(&db->map_epoch) > op->map_epoch) {
+        cl_dispatch(db, op);
+        return true;
+    }
+    return try_retry(db, op, now);
+}
+
 void
 cl_settle(shoal *db, cl_op *const *ops, size_t n)
 {
@@ -115,8 +226,12 @@ cl_settle(shoal *db, cl_op *const *ops, size_t n)
         cl_op *op = ops[i];
         if (op == NULL)
             continue;
-        if (op->retry && try_retry(db, op, now))
+        if (op->retry && op->st == SHOAL_EWRONGSHARD) {
+            if (redirect(db, op, now))
+                continue;
+        } else if (op->retry && try_retry(db, op, now)) {
             continue;
+        }
         cl_finish(op);
     }
 }
@@ -180,8 +295,9 @@ timer_main(void *arg)
         db->timer_wake_ns = wake;
         pthread_mutex_unlock(&db->mtx);
         run_due(db, due, now);
-        for (size_t i = 0; i < db->n_conns; i++)
-            cl_conn_sweep(db->conns[i], now);
+        for (cl_conn *c = atomic_load(&db->conn_list); c != NULL;
+             c = c->list_next)
+            cl_conn_sweep(c, now);
         pthread_mutex_lock(&db->mtx);
         if (!db->timer_stop && clock_mono_ns() < db->timer_wake_ns)
             wait_until(db, db->timer_wake_ns);
@@ -216,17 +332,35 @@ cl_timer_stop(shoal *db)
  * -------------------------------------------------------------
  */
 
+shoal_err
+cl_map_copy(const Shoal__ClusterMap *m, cl_map **out)
+{
+    char err[160];
+    shoal_err rc = shoal__map_from_pb(m, out, err, sizeof(err));
+    if (rc == SHOAL_EIO)
+        cl_log(0, "cluster map (epoch %llu) rejected: %s",
+               (unsigned long long) m->epoch, err);
+    return rc;
+}
+
+/* The old map is freed under the write lock: routers hold the read lock
+ * for as long as they look at a map (its nodes' conns outlive it: they are
+ * on the conn list until close). */
 void
 cl_map_adopt(shoal *db, cl_map *m)
 {
-    pthread_mutex_lock(&db->mtx);
+    pthread_rwlock_wrlock(&db->map_lock);
     if (db->map == NULL || m->epoch > db->map->epoch) {
         cl_map *old = db->map;
+        if (old != NULL)
+            cl_log(3, "cluster map epoch %llu -> %llu",
+                   (unsigned long long) old->epoch,
+                   (unsigned long long) m->epoch);
         db->map = m;
         m = old;
         atomic_store(&db->map_epoch, db->map->epoch);
     }
-    pthread_mutex_unlock(&db->mtx);
+    pthread_rwlock_unlock(&db->map_lock);
     mem_free(m);
 }
 
@@ -250,10 +384,10 @@ refresh_done(cl_op *op)
 }
 
 void
-cl_map_refresh(shoal *db)
+cl_map_refresh(shoal *db, cl_conn *from)
 {
-    cl_conn *home = atomic_load(&db->home);
-    if (home == NULL)
+    cl_conn *c = from != NULL ? from : atomic_load(&db->home);
+    if (atomic_load(&db->home) == NULL || c == NULL)
         return; /* still opening: the open's own map request decides */
     pthread_mutex_lock(&db->mtx);
     bool busy = db->map_refreshing || atomic_load(&db->closing);
@@ -271,7 +405,7 @@ cl_map_refresh(shoal *db)
     a->op.db = db;
     a->op.kind = CL_MAP;
     a->op.u = &a->u;
-    a->op.pin = home;
+    a->op.pin = c;
     a->op.est_bytes = CL_OP_OVERHEAD;
     a->op.deadline_ns = clock_mono_ns() + db->o.timeout_ms * NS_PER_MS;
     a->op.done = refresh_done;

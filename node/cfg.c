@@ -95,6 +95,13 @@ static const opt_def opts[] = {
      "keys this node accepts (this or --insecure is required)"},
     {"insecure", K_FLAG, F(insecure), 0, 0, NULL, true, NULL,
      "plaintext, unauthenticated traffic (testing only)"},
+    {"cluster", K_STR, F(cluster_file), 0, CFG_PATH_MAX, NULL, true, "FILE",
+     "cluster file (cluster/cmap.h): members, S, R, W, hash key; with it "
+     "--id names this node, --listen defaults to its client URL"},
+    {"peer-listen", K_FN, F(peer_listen_url), 0, 0, set_url, true, "URL",
+     "replication listener (default: this node's peer URL in --cluster)"},
+    {"repl-backlog", K_SIZE, F(repl_backlog_bytes), MIB, 64 * GIB, NULL, true,
+     "SIZE", "records kept in memory for followers to catch up (64m)"},
     {"shards", K_FN, F(n_shards), 1, 65536, set_shards, true, "N",
      "shard count, a power of two (default 256; fixed by the data dir)"},
     {"max-key-bytes", K_SIZE, F(max_key_bytes), 1, 65535, NULL, true, "SIZE",
@@ -532,6 +539,7 @@ cfg_init(cfg *c)
     c->replay_window_ms = 300000;
     c->log_level = SLOG_NOTICE;
     c->drain_timeout_ms = 10000;
+    c->repl_backlog_bytes = 64 * MIB;
     if (set_string(&c->listen_url, CFG_DEFAULT_LISTEN) != SHOAL_OK ||
         set_string(&c->http_addr, CFG_DEFAULT_HTTP) != SHOAL_OK)
         return SHOAL_ENOMEM;
@@ -543,9 +551,9 @@ cfg_fini(cfg *c)
 {
     if (c == NULL)
         return;
-    char **strs[] = {&c->config_file,   &c->id,        &c->listen_url,
-                     &c->advertise_url, &c->http_addr, &c->data_dir,
-                     &c->key_file};
+    char **strs[] = {&c->config_file,   &c->id,           &c->listen_url,
+                     &c->advertise_url, &c->http_addr,    &c->data_dir,
+                     &c->key_file,      &c->cluster_file, &c->peer_listen_url};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         mem_free(*strs[i]);
         *strs[i] = NULL;

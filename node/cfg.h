@@ -54,7 +54,10 @@ typedef struct cfg {
     bool memory;         /* no files at all */
     wal_fsync fsync;
     uint32_t fsync_interval_ms;
-    char *key_file; /* NULL with --insecure */
+    char *key_file;        /* NULL with --insecure */
+    char *cluster_file;    /* --cluster: NULL for a single node */
+    char *peer_listen_url; /* NULL: the node's peer URL in the cluster file */
+    uint64_t repl_backlog_bytes;
     bool insecure;
     uint32_t n_shards; /* power of two, 1..65536 */
     bool shards_given; /* --shards was set (else adopt the data dir's) */

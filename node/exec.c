@@ -274,6 +274,118 @@ shard_of(const exec_ctx *x, const ProtobufCBinaryData *k)
     return keyhash_shard(x->hash_key, k->data, k->len, x->n_shards);
 }
 
+/* ---- cluster routing ------------------------------------------------------
+ */
+
+static bool
+read_any(const exec_call *c)
+{
+    return c->req->has_read_mode &&
+           c->req->read_mode == SHOAL__READ_MODE__READ_ANY;
+}
+
+/* Whether this node serves shard for this call (see exec.h). */
+static bool
+serves_shard(const exec_call *c, uint32_t shard, bool write)
+{
+    const cmap *m = c->x->map;
+    if (m == NULL)
+        return true;
+    if (m->shards[shard].primary == (uint32_t) c->x->self)
+        return true;
+    return !write && read_any(c) &&
+           cmap_is_replica(m, shard, (uint32_t) c->x->self);
+}
+
+/* Answer SHOAL_EWRONGSHARD for shard, with the map attached. */
+static void
+wrong_shard(exec_call *c, uint32_t shard)
+{
+    const cmap *m = c->x->map;
+    fail(c, SHOAL_EWRONGSHARD, "shard %" PRIu32 " is served by node %s", shard,
+         m->nodes[m->shards[shard].primary].id);
+    Shoal__ClusterMap *nm = anew(c, sizeof(*nm));
+    if (nm != NULL && cmap_to_pb(m, nm, c->arena) == SHOAL_OK)
+        c->resp->new_map = nm;
+}
+
+static bool
+route(exec_call *c, uint32_t shard, bool write)
+{
+    if (serves_shard(c, shard, write))
+        return true;
+    wrong_shard(c, shard);
+    return false;
+}
+
+/* Before a write to shards[0..n): all served here, the quorum possible.
+ * Records what the caller must wait for in c->out. */
+static bool
+write_admit(exec_call *c, const uint32_t *shards, size_t n)
+{
+    const exec_ctx *x = c->x;
+    if (x->map == NULL)
+        return true;
+    uint32_t w = c->req->has_write_quorum && c->req->write_quorum != 0
+                     ? c->req->write_quorum
+                     : x->map->w;
+    if (w > x->map->r) {
+        fail(c, SHOAL_EINVAL,
+             "write_quorum %" PRIu32 " exceeds the %" PRIu32
+             " replicas of a shard",
+             w, x->map->r);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!route(c, shards[i], true))
+            return false;
+        if (x->rp != NULL && repl_admit(x->rp, shards[i], w) != SHOAL_OK) {
+            fail(c, SHOAL_EUNAVAILABLE,
+                 "shard %" PRIu32 ": fewer than %" PRIu32
+                 " replicas are reachable; nothing was written",
+                 shards[i], w);
+            return false;
+        }
+    }
+    uint32_t *cp = anew(c, n * sizeof(*cp));
+    if (cp == NULL)
+        return false;
+    memcpy(cp, shards, n * sizeof(*cp));
+    c->out->w = w;
+    c->out->shards = cp;
+    c->out->n_shards = n;
+    return true;
+}
+
+/* The shards a scan or count covers: those listed (each must be served
+ * here), else every shard this node serves. *ids NULL with *n 0 means all
+ * of the node's shards (single node). false: answered with an error. */
+static bool
+cover_shards(exec_call *c, size_t n_listed, const uint32_t *listed,
+             size_t *n_out, const uint32_t **ids_out)
+{
+    const cmap *m = c->x->map;
+    *n_out = n_listed;
+    *ids_out = listed;
+    if (m == NULL)
+        return true;
+    for (size_t i = 0; i < n_listed; i++)
+        if (!route(c, listed[i], false))
+            return false;
+    if (n_listed != 0)
+        return true;
+    uint32_t *v = anew(c, m->n_shards * sizeof(*v));
+    if (v == NULL)
+        return false;
+    size_t k = 0;
+    for (uint32_t s = 0; s < m->n_shards; s++)
+        if (serves_shard(c, s, false))
+            v[k++] = s;
+    *n_out = k;
+    *ids_out = v;
+    return true;
+}
+
 /* ---- single-key writes ----------------------------------------------------
  */
 
@@ -307,6 +419,9 @@ op_put(exec_call *c)
         !value_ok(c, "", p->has_value, &p->value) ||
         !ttl_ok(c, "", p->has_ttl_ms, p->ttl_ms))
         return;
+    uint32_t shard = shard_of(c->x, &p->key);
+    if (!write_admit(c, &shard, 1))
+        return;
     Shoal__WriteResp *w = write_resp(c);
     if (w == NULL)
         return;
@@ -318,9 +433,8 @@ op_put(exec_call *c)
         .no_wait = true,
     };
     size_t vlen = p->has_value ? p->value.len : 0;
-    shoal_err rc =
-        store_put(c->x->st, shard_of(c->x, &p->key), p->key.data, p->key.len,
-                  bytes_of(&p->value), vlen, &o, &w->version);
+    shoal_err rc = store_put(c->x->st, shard, p->key.data, p->key.len,
+                             bytes_of(&p->value), vlen, &o, &w->version);
     w->has_version = rc == SHOAL_OK;
     write_done(c, rc, w);
 }
@@ -331,6 +445,9 @@ op_del(exec_call *c)
     const Shoal__DelReq *d = c->req->del;
     if (!key_ok(c, "", d->has_key, &d->key))
         return;
+    uint32_t shard = shard_of(c->x, &d->key);
+    if (!write_admit(c, &shard, 1))
+        return;
     Shoal__WriteResp *w = write_resp(c);
     if (w == NULL)
         return;
@@ -339,8 +456,7 @@ op_del(exec_call *c)
         .if_version = d->if_version,
         .no_wait = true,
     };
-    shoal_err rc = store_del(c->x->st, shard_of(c->x, &d->key), d->key.data,
-                             d->key.len, &o);
+    shoal_err rc = store_del(c->x->st, shard, d->key.data, d->key.len, &o);
     write_done(c, rc, w);
 }
 
@@ -350,13 +466,16 @@ op_incr(exec_call *c)
     const Shoal__IncrReq *q = c->req->incr;
     if (!key_ok(c, "", q->has_key, &q->key))
         return;
+    uint32_t shard = shard_of(c->x, &q->key);
+    if (!write_admit(c, &shard, 1))
+        return;
     Shoal__WriteResp *w = write_resp(c);
     if (w == NULL)
         return;
     store_wopts o = {.no_wait = true};
     int64_t delta = q->has_delta ? q->delta : 0;
-    shoal_err rc = store_incr(c->x->st, shard_of(c->x, &q->key), q->key.data,
-                              q->key.len, delta, &o, &w->value, &w->version);
+    shoal_err rc = store_incr(c->x->st, shard, q->key.data, q->key.len, delta,
+                              &o, &w->value, &w->version);
     w->has_value = w->has_version = rc == SHOAL_OK;
     write_done(c, rc, w);
 }
@@ -393,13 +512,16 @@ op_get(exec_call *c)
     const Shoal__GetReq *q = c->req->get;
     if (!key_ok(c, "", q->has_key, &q->key))
         return;
+    uint32_t shard = shard_of(c->x, &q->key);
+    if (!route(c, shard, false))
+        return;
     Shoal__GetResp *g = anew(c, sizeof(*g));
     if (g == NULL)
         return;
     shoal__get_resp__init(g);
     get_arg ga = {.arena = c->arena, .g = g};
-    shoal_err rc = store_get(c->x->st, shard_of(c->x, &q->key), q->key.data,
-                             q->key.len, get_cb, &ga);
+    shoal_err rc =
+        store_get(c->x->st, shard, q->key.data, q->key.len, get_cb, &ga);
     if (rc != SHOAL_OK) {
         fail_rc(c, rc);
         return;
@@ -414,12 +536,15 @@ op_ttl(exec_call *c)
     const Shoal__TtlReq *q = c->req->ttl;
     if (!key_ok(c, "", q->has_key, &q->key))
         return;
+    uint32_t shard = shard_of(c->x, &q->key);
+    if (!route(c, shard, false))
+        return;
     Shoal__TtlResp *t = anew(c, sizeof(*t));
     if (t == NULL)
         return;
     shoal__ttl_resp__init(t);
-    shoal_err rc = store_ttl(c->x->st, shard_of(c->x, &q->key), q->key.data,
-                             q->key.len, &t->ttl_ms, &t->version);
+    shoal_err rc = store_ttl(c->x->st, shard, q->key.data, q->key.len,
+                             &t->ttl_ms, &t->version);
     if (rc != SHOAL_OK) {
         fail_rc(c, rc);
         return;
@@ -435,12 +560,15 @@ op_exists(exec_call *c)
     const Shoal__ExistsReq *q = c->req->exists;
     if (!key_ok(c, "", q->has_key, &q->key))
         return;
+    uint32_t shard = shard_of(c->x, &q->key);
+    if (!route(c, shard, false))
+        return;
     Shoal__ExistsResp *e = anew(c, sizeof(*e));
     if (e == NULL)
         return;
     shoal__exists_resp__init(e);
-    shoal_err rc = store_ttl(c->x->st, shard_of(c->x, &q->key), q->key.data,
-                             q->key.len, NULL, &e->version);
+    shoal_err rc =
+        store_ttl(c->x->st, shard, q->key.data, q->key.len, NULL, &e->version);
     if (rc != SHOAL_OK && rc != SHOAL_ENOTFOUND) {
         fail_rc(c, rc);
         return;
@@ -634,6 +762,15 @@ op_batch(exec_call *c)
     }
     if (!batch_alloc(c, &r) || !batch_build(c, b, &r) || !batch_sort(c, &r))
         return;
+    uint32_t *shards = anew(c, r.n * sizeof(*shards));
+    if (shards == NULL)
+        return;
+    size_t ns = 0;
+    for (size_t i = 0; i < r.n; i++)
+        if (ns == 0 || shards[ns - 1] != r.slots[i].shard)
+            shards[ns++] = r.slots[i].shard;
+    if (!write_admit(c, shards, ns))
+        return;
     batch_apply(c, &r);
 }
 
@@ -662,16 +799,19 @@ op_count(exec_call *c)
              c->caller->id);
         return;
     }
+    size_t n_ids = 0;
+    const uint32_t *ids = NULL;
+    if (!cover_shards(c, q->n_shards, q->shards, &n_ids, &ids))
+        return;
     Shoal__CountResp *r = anew(c, sizeof(*r));
     if (r == NULL)
         return;
     shoal__count_resp__init(r);
-    size_t n = q->n_shards != 0 ? q->n_shards : c->x->n_shards;
+    size_t n = ids != NULL ? n_ids : c->x->n_shards;
     for (size_t i = 0; i < n; i++) {
         uint64_t k = 0;
-        shoal_err rc =
-            store_count(c->x->st, shard_at(q->n_shards, q->shards, i),
-                        bytes_of(p), plen, &k);
+        shoal_err rc = store_count(c->x->st, shard_at(n_ids, ids, i),
+                                   bytes_of(p), plen, &k);
         if (rc != SHOAL_OK) {
             fail_rc(c, rc);
             return;
@@ -967,10 +1107,14 @@ scan_check(exec_call *c, const Shoal__ScanReq *q, store_range *r)
 
 /* Allocate the page and one cursor per shard; first fetch of each. */
 static shoal_err
-scan_start(scan_run *s, const Shoal__ScanReq *q)
+scan_start(scan_run *s, size_t n_ids, const uint32_t *ids)
 {
     pbuf_arena *a = s->c->arena;
-    s->n_curs = q->n_shards != 0 ? q->n_shards : s->c->x->n_shards;
+    s->n_curs = ids != NULL ? n_ids : s->c->x->n_shards;
+    if (s->n_curs == 0) {
+        s->sr->items = NULL;
+        return SHOAL_OK;
+    }
     s->sr->items = pbuf_arena_alloc(a, s->limit * sizeof(*s->sr->items));
     s->curs = pbuf_arena_alloc(a, s->n_curs * sizeof(*s->curs));
     s->heap = pbuf_arena_alloc(a, s->n_curs * sizeof(*s->heap));
@@ -978,8 +1122,8 @@ scan_start(scan_run *s, const Shoal__ScanReq *q)
         return SHOAL_ENOMEM;
     size_t chunk = (s->limit + s->n_curs - 1) / s->n_curs;
     for (size_t i = 0; i < s->n_curs; i++) {
-        s->curs[i] = (scan_cur){.shard = shard_at(q->n_shards, q->shards, i),
-                                .chunk = chunk};
+        s->curs[i] =
+            (scan_cur){.shard = shard_at(n_ids, ids, i), .chunk = chunk};
         shoal_err rc = cur_fetch(s, &s->curs[i]);
         if (rc != SHOAL_OK)
             return rc;
@@ -998,12 +1142,16 @@ op_scan(exec_call *c)
                                           : lim;
     if (!scan_check(c, q, &s.r))
         return;
+    size_t n_ids = 0;
+    const uint32_t *ids = NULL;
+    if (!cover_shards(c, q->n_shards, q->shards, &n_ids, &ids))
+        return;
     s.sr = anew(c, sizeof(*s.sr));
     if (s.sr == NULL)
         return;
     shoal__scan_resp__init(s.sr);
-    shoal_err rc = scan_start(&s, q);
-    if (rc == SHOAL_OK)
+    shoal_err rc = scan_start(&s, n_ids, ids);
+    if (rc == SHOAL_OK && s.n_curs > 0)
         rc = scan_merge(&s);
     if (rc != SHOAL_OK) {
         fail_rc(c, rc);
@@ -1088,6 +1236,9 @@ stats_shards(exec_call *c, Shoal__StatsResp *r)
         s->lsn = ss.lsn;
         s->snap_lsn = ss.snap_lsn;
         s->shard_epoch = ss.epoch;
+        if (c->req->stats->has_digests && c->req->stats->digests &&
+            store_digest(c->x->st, i, &s->digest) == SHOAL_OK)
+            s->has_digest = true;
         r->shards[r->n_shards++] = s;
     }
     return true;
@@ -1157,6 +1308,8 @@ map_shards(const exec_ctx *x, Shoal__ClusterMap *m, pbuf_arena *a)
 shoal_err
 exec_map(const exec_ctx *x, Shoal__ClusterMap *m, pbuf_arena *a)
 {
+    if (x->map != NULL)
+        return cmap_to_pb(x->map, m, a);
     shoal__cluster_map__init(m);
     m->has_epoch = m->has_shard_count = true;
     m->epoch = x->map_epoch;
@@ -1192,6 +1345,52 @@ op_map(exec_call *c)
     c->resp->map = m;
 }
 
+/* Replication as this node sees it; a single node reports its shards as
+ * primary with no followers. */
+static void
+op_cluster_status(exec_call *c)
+{
+    Shoal__ClusterStatusResp *r = anew(c, sizeof(*r));
+    if (r == NULL)
+        return;
+    shoal__cluster_status_resp__init(r);
+    shoal_err rc = SHOAL_OK;
+    if (c->x->rp != NULL) {
+        rc = repl_status(c->x->rp, r, c->arena);
+    } else {
+        bool ok = true;
+        r->node_id = arena_str(c->arena, c->x->node_id, &ok);
+        r->has_map_epoch = true;
+        r->map_epoch = c->x->map_epoch;
+        uint32_t n = c->x->n_shards;
+        r->shards = anew(c, n * sizeof(*r->shards));
+        Shoal__ShardStatus *v = r->shards ? anew(c, n * sizeof(*v)) : NULL;
+        if (!ok || v == NULL)
+            return;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!serves_shard(c, i, true))
+                continue;
+            store_shard_stats ss = {0};
+            (void) store_get_shard_stats(c->x->st, i, &ss);
+            Shoal__ShardStatus *e = &v[r->n_shards];
+            shoal__shard_status__init(e);
+            e->has_shard = e->has_primary = e->has_lsn = true;
+            e->has_shard_epoch = true;
+            e->shard = i;
+            e->primary = true;
+            e->lsn = ss.lsn;
+            e->shard_epoch = ss.epoch;
+            r->shards[r->n_shards++] = e;
+        }
+    }
+    if (rc != SHOAL_OK) {
+        fail_rc(c, rc);
+        return;
+    }
+    c->resp->result_case = SHOAL__RESPONSE__RESULT_CLUSTER_STATUS;
+    c->resp->cluster_status = r;
+}
+
 /* ---- dispatch -------------------------------------------------------------
  */
 
@@ -1201,7 +1400,7 @@ typedef struct op_desc {
     void (*run)(exec_call *c);
 } op_desc;
 
-#define OP_LAST SHOAL__REQUEST__OP_MAP
+#define OP_LAST SHOAL__REQUEST__OP_CLUSTER_STATUS
 
 static const op_desc op_table[OP_LAST + 1] = {
     [SHOAL__REQUEST__OP_GET] = {"get", WIRE_ROLE_READ, op_get},
@@ -1215,6 +1414,8 @@ static const op_desc op_table[OP_LAST + 1] = {
     [SHOAL__REQUEST__OP_COUNT] = {"count", WIRE_ROLE_READ, op_count},
     [SHOAL__REQUEST__OP_STATS] = {"stats", WIRE_ROLE_ADMIN, op_stats},
     [SHOAL__REQUEST__OP_MAP] = {"map", WIRE_ROLE_READ, op_map},
+    [SHOAL__REQUEST__OP_CLUSTER_STATUS] = {"cluster_status", WIRE_ROLE_ADMIN,
+                                           op_cluster_status},
 };
 
 static const op_desc *

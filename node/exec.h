@@ -12,6 +12,16 @@
  * commit failure turns the frame's write responses into SHOAL_EIO through
  * exec_commit_failed.
  *
+ * Cluster (x->map set): a key op whose shard this node is not the primary
+ * of -- or, for reads with read_mode READ_ANY, not a replica of -- is
+ * SHOAL_EWRONGSHARD with the node's map in Response.new_map; so is a scan
+ * or count listing such a shard. Scans and counts without shards cover the
+ * shards this node serves. A write first checks its quorum
+ * (Request.write_quorum, 0: the map's W; more than R is SHOAL_EINVAL) and
+ * is refused with SHOAL_EUNAVAILABLE, before anything is applied, when
+ * fewer than W copies are reachable (repl_admit); exec_result tells the
+ * caller which shards to wait on (repl_wait) after the local commit.
+ *
  * Permissions (wire.h roles): read for get/ttl/exists/scan/count/map,
  * write for put/del/incr/batch, admin for stats. A key with a prefix may
  * touch only keys inside it: scans and counts must be confined to it (their
@@ -40,6 +50,8 @@
 #ifndef SHOAL_NODE_EXEC_H
 #define SHOAL_NODE_EXEC_H
 
+#include "cluster/cmap.h"
+#include "cluster/repl.h"
 #include "proto/err.h"
 #include "proto/keyhash.h"
 #include "proto/pbuf.h"
@@ -63,7 +75,10 @@ typedef struct exec_ctx {
     uint8_t hash_key[KEYHASH_KEY_BYTES];
     const char *node_id;
     const char *advertise_url; /* the client URL put in the map */
-    uint64_t map_epoch;        /* single node: 1 */
+    uint64_t map_epoch;        /* single node: 1; else map->epoch */
+    const cmap *map;           /* NULL: a single node, primary of every shard */
+    int self;                  /* this node's index in map */
+    repl *rp;                  /* NULL: no peers (single node, or R = 1) */
     size_t max_key_bytes;      /* as the store's */
     size_t max_value_bytes;
     size_t max_batch_ops;
@@ -78,6 +93,10 @@ typedef struct exec_result {
     bool wrote;       /* applied a write that still needs its commit */
     bool durable;     /* ... and it asked for fsync whatever the policy
                          (no request field asks for it yet: always false) */
+    uint32_t w;       /* copies the write needs, this node's included;
+                         <= 1: its local commit is enough */
+    uint32_t *shards; /* shards it wrote (arena); n_shards of them */
+    size_t n_shards;
 } exec_result;
 
 /* Execute req for caller (NULL: insecure, all allowed). resp must be
@@ -95,7 +114,8 @@ void exec_request(const exec_ctx *x, const wire_key *caller,
  * exec_result.wrote was set. */
 void exec_commit_failed(Shoal__Response *resp, shoal_err rc);
 
-/* The node's cluster map (one node, primary of every shard) into m,
+/* The node's cluster map into m (single node: one node, primary of every
+ * shard),
  * allocated from arena. SHOAL_ENOMEM. */
 shoal_err exec_map(const exec_ctx *x, Shoal__ClusterMap *m, pbuf_arena *arena);
 

@@ -71,6 +71,9 @@ typedef struct node {
     int lock_fd;
     store *st;
     exec_ctx x;
+    cmap *map;                /* --cluster; NULL for a single node */
+    const wire_key *peer_key; /* the cluster key (role peer) */
+    repl *rp;                 /* replication; NULL without peers */
     _Atomic uint64_t requests_total;
     metrics *m;
     srv *s;
@@ -212,6 +215,66 @@ load_keys(node *n)
     return 0;
 }
 
+/* --cluster: load the map, find this node and the cluster key. */
+static int
+load_cluster(node *n)
+{
+    char err[CMAP_ERR_LEN] = "";
+    cfg *c = &n->c;
+    if (c->cluster_file == NULL)
+        return 0;
+    shoal_err rc = cmap_load(c->cluster_file, &n->map, err, sizeof(err));
+    if (rc == SHOAL_ENOMEM)
+        return oom();
+    if (rc != SHOAL_OK) {
+        fprintf(stderr, "shoald: --cluster: %s\n",
+                err[0] != '\0' ? err : shoal_strerror(rc));
+        return EXIT_CONFIG;
+    }
+    if (c->id == NULL || cmap_node_index(n->map, c->id) < 0) {
+        fprintf(stderr,
+                "shoald: --id: %s%s%s must name a node of cluster file %s\n",
+                c->id ? "'" : "", c->id ? c->id : "is required and",
+                c->id ? "'" : "", c->cluster_file);
+        return EXIT_CONFIG;
+    }
+    const cmap_node *me = &n->map->nodes[cmap_node_index(n->map, c->id)];
+    /* --listen not given: the node's client URL from the file. */
+    if (strcmp(c->listen_url, CFG_DEFAULT_LISTEN) == 0) {
+        mem_free(c->listen_url);
+        c->listen_url = mem_alloc(strlen(me->addr) + 1);
+        if (c->listen_url == NULL)
+            return oom();
+        memcpy(c->listen_url, me->addr, strlen(me->addr) + 1);
+    }
+    if (c->shards_given && c->n_shards != n->map->n_shards) {
+        fprintf(stderr,
+                "shoald: --shards %u disagrees with the %u shards of "
+                "cluster file %s\n",
+                (unsigned) c->n_shards, (unsigned) n->map->n_shards,
+                c->cluster_file);
+        return EXIT_CONFIG;
+    }
+    c->n_shards = n->map->n_shards;
+    c->shards_given = true;
+    for (size_t i = 0; !c->insecure && i < wire_keyring_count(n->keys); i++) {
+        const wire_key *k = wire_keyring_at(n->keys, i);
+        if (k->role == WIRE_ROLE_PEER) {
+            n->peer_key = k;
+            break;
+        }
+    }
+    if (!c->insecure && n->map->n_nodes > 1 && n->peer_key == NULL) {
+        fprintf(stderr,
+                "shoald: --key-file %s holds no key of role peer: nodes of a "
+                "cluster seal their traffic with it (shoalctl keygen --role "
+                "peer)\n",
+                c->key_file);
+        return EXIT_CONFIG;
+    }
+    return 0;
+}
+
 /* ---- data dir: LOCK and NODE ----------------------------------------------
  */
 
@@ -334,7 +397,10 @@ new_ident(node *n)
     }
     memcpy(n->ident.id, n->c.id, strlen(n->c.id) + 1);
     n->ident.n_shards = n->c.n_shards;
-    randombytes_buf(n->ident.hash_key, sizeof(n->ident.hash_key));
+    if (n->map != NULL)
+        memcpy(n->ident.hash_key, n->map->hash_key, sizeof(n->ident.hash_key));
+    else
+        randombytes_buf(n->ident.hash_key, sizeof(n->ident.hash_key));
     return n->c.memory ? 0 : write_ident(n->c.data_dir, &n->ident);
 }
 
@@ -355,6 +421,14 @@ check_ident(node *n, const cfg_ident *id)
                 "shoald: --shards: %u does not match the %u shards data dir "
                 "%s was created with\n",
                 (unsigned) c->n_shards, (unsigned) id->n_shards, c->data_dir);
+        return EXIT_CONFIG;
+    }
+    if (n->map != NULL &&
+        memcmp(id->hash_key, n->map->hash_key, sizeof(id->hash_key)) != 0) {
+        fprintf(stderr,
+                "shoald: data dir %s belongs to another cluster (its hash key "
+                "differs from cluster file %s)\n",
+                c->data_dir, c->cluster_file);
         return EXIT_CONFIG;
     }
     n->ident = *id;
@@ -417,6 +491,10 @@ open_store(node *n)
     o.fsync_interval_ms = c->fsync_interval_ms;
     o.snapshot_wal_bytes = c->snapshot_wal_bytes;
     o.snapshot_interval_ms = c->snapshot_interval_ms;
+    if (n->rp != NULL) { /* recovery fills the replication backlog */
+        o.on_record = repl_on_record;
+        o.on_record_arg = n->rp;
+    }
     shoal_err rc = store_open(&o, &n->st);
     if (rc == SHOAL_ENOMEM)
         return oom();
@@ -438,7 +516,10 @@ init_exec(node *n)
     memcpy(x->hash_key, n->ident.hash_key, sizeof(x->hash_key));
     x->node_id = n->ident.id;
     x->advertise_url = cfg_advertise(&n->c);
-    x->map_epoch = 1;
+    x->map_epoch = n->map != NULL ? n->map->epoch : 1;
+    x->map = n->map;
+    x->self = n->map != NULL ? cmap_node_index(n->map, n->ident.id) : 0;
+    x->rp = n->rp;
     x->max_key_bytes = (size_t) n->c.max_key_bytes;
     x->max_value_bytes = (size_t) n->c.max_value_bytes;
     x->max_batch_ops = (size_t) n->c.max_batch_ops;
@@ -517,6 +598,49 @@ log_ready(const node *n)
          wal_fsync_name(n->c.fsync));
 }
 
+/* Replication exists when the cluster has other nodes. */
+static int
+create_repl(node *n)
+{
+    if (n->map == NULL || n->map->n_nodes < 2 || n->map->r < 2)
+        return 0;
+    repl_opts o;
+    repl_opts_default(&o);
+    o.map = n->map;
+    o.self_id = n->ident.id;
+    o.listen_url = n->c.peer_listen_url;
+    o.keys = n->keys;
+    o.peer_key = n->peer_key;
+    o.insecure = n->c.insecure;
+    o.backlog_bytes = n->c.repl_backlog_bytes;
+    o.replay_window_ms = n->c.replay_window_ms;
+    shoal_err rc = repl_create(&o, &n->rp);
+    if (rc == SHOAL_ENOMEM)
+        return oom();
+    if (rc != SHOAL_OK) {
+        fprintf(stderr, "shoald: cannot set up replication: %s\n",
+                shoal_strerror(rc));
+        return EXIT_CONFIG;
+    }
+    return 0;
+}
+
+static int
+start_repl(node *n)
+{
+    if (n->rp == NULL)
+        return 0;
+    shoal_err rc = repl_start(n->rp, n->st);
+    if (rc == SHOAL_ENOMEM)
+        return oom();
+    if (rc != SHOAL_OK) {
+        fprintf(stderr, "shoald: cannot start replication: %s\n",
+                shoal_strerror(rc));
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
 static int
 start(node *n)
 {
@@ -527,7 +651,8 @@ start(node *n)
         slog(SLOG_WARN, "main",
              "--memory: nothing is written to disk; every key is lost when "
              "shoald exits");
-    if ((ex = open_store(n)) != 0)
+    if ((ex = create_repl(n)) != 0 || (ex = open_store(n)) != 0 ||
+        (ex = start_repl(n)) != 0)
         return ex;
     init_exec(n);
     if (metrics_open(&n->m) != SHOAL_OK)
@@ -599,7 +724,9 @@ stop(node *n)
 {
     http_close(n->h);
     srv_close(n->s);
+    repl_close(n->rp);
     store_close(n->st); /* commits and syncs what was written */
+    cmap_free(n->map);
     metrics_close(n->m);
     wire_keyring_free(n->keys);
     if (n->lock_fd >= 0)
@@ -622,8 +749,8 @@ main(int argc, char **argv)
     node *n = &the_node;
     int ex;
     if ((ex = block_signals(n)) == 0 && (ex = configure(n, argc, argv)) == 0 &&
-        (ex = load_keys(n)) == 0 && (ex = open_data_dir(n)) == 0 &&
-        (ex = start(n)) == 0)
+        (ex = load_keys(n)) == 0 && (ex = load_cluster(n)) == 0 &&
+        (ex = open_data_dir(n)) == 0 && (ex = start(n)) == 0)
         ex = wait_and_drain(n);
     stop(n);
     return ex == EXIT_DONE ? 0 : ex;

@@ -50,15 +50,16 @@
 #include <string.h>
 #include <time.h>
 
-#define SRV_ARENA_CHUNK    16384 /* bytes per arena chunk, per context */
-#define SRV_MAX_REQS       65536 /* requests in one frame */
-#define SRV_OP_CASES       32    /* Shoal__Request__OpCase values mapped */
-#define SRV_MAX_CONTEXTS   65536
-#define SRV_MAX_WORKERS    1024
-#define SRV_ERR_FRAME_LEN  36
-#define SRV_DEFAULT_FRAME  ((size_t) 64 * 1024 * 1024 + 64 * 1024)
-#define SRV_DEFAULT_WINDOW 300000u
-#define SRV_CLOSE_WAIT_MS  5000 /* see socket_close_bounded */
+#define SRV_ARENA_CHUNK     16384 /* bytes per arena chunk, per context */
+#define SRV_MAX_REQS        65536 /* requests in one frame */
+#define SRV_OP_CASES        32    /* Shoal__Request__OpCase values mapped */
+#define SRV_MAX_CONTEXTS    65536
+#define SRV_MAX_WORKERS     1024
+#define SRV_ERR_FRAME_LEN   36
+#define SRV_DEFAULT_FRAME   ((size_t) 64 * 1024 * 1024 + 64 * 1024)
+#define SRV_DEFAULT_WINDOW  300000u
+#define SRV_CLOSE_WAIT_MS   5000  /* see socket_close_bounded */
+#define SRV_REPL_TIMEOUT_MS 10000 /* quorum wait of a request without one */
 
 typedef enum job_state {
     JOB_IDLE,   /* nothing armed: drained or closed */
@@ -95,6 +96,8 @@ struct srv_job {
     bool durable;               /* some write asked for fsync */
     shoal_err commit_rc;        /* written by commit_cb before the hand-off */
     _Atomic int commit_phase;   /* COMMIT_* */
+    bool repl_done;             /* quorum waits finished (or none needed) */
+    _Atomic size_t repl_left;   /* quorum waits outstanding, +1 for setup */
     Shoal__Response frame_resp; /* the single answer to an undecodable frame */
     Shoal__Response *frame_resp_p;
     size_t out_len; /* bytes of the answer being sent */
@@ -626,6 +629,7 @@ job_work(srv *s, srv_job *j)
         return;
     }
     bool wrote = false;
+    j->repl_done = false;
     if (!job_exec(s, j, &wrote)) {
         job_reply_frame_error(s, j, SHOAL_ENOMEM, "out of memory");
         return;
@@ -636,7 +640,90 @@ job_work(srv *s, srv_job *j)
         job_finish(s, j);
 }
 
-/* Worker: every write of the frame is committed (or failed): answer. */
+static const char quorum_timeout_msg[] =
+    "the write did not reach its quorum before the deadline; it may still "
+    "apply";
+
+/* One write's quorum wait (repl.h), allocated from the job's arena. */
+typedef struct repl_slot {
+    srv_job *j;
+    size_t i; /* response index */
+} repl_slot;
+
+/* A quorum wait ended; the last one hands the job back to the workers. */
+static void
+repl_slot_done(void *arg, shoal_err rc)
+{
+    repl_slot *rs = arg;
+    srv_job *j = rs->j;
+    if (rc != SHOAL_OK) {
+        exec_commit_failed(j->resps[rs->i], rc);
+        if (rc == SHOAL_ETIMEOUT)
+            j->resps[rs->i]->message = (char *) quorum_timeout_msg;
+    }
+    if (atomic_fetch_sub(&j->repl_left, 1) == 1) {
+        j->state = JOB_FINISH;
+        queue_push(j->s, j);
+    }
+}
+
+/* Deadline (clock_now_ms) of request i: its timeout_ms from the frame's
+ * arrival, or SRV_REPL_TIMEOUT_MS without one. */
+static uint64_t
+repl_deadline(const srv_job *j, size_t i)
+{
+    const Shoal__Request *q = j->rf->reqs[i];
+    uint64_t t = q->has_timeout_ms && q->timeout_ms != 0 ? q->timeout_ms
+                                                         : SRV_REPL_TIMEOUT_MS;
+    uint64_t spent = (clock_mono_ns() - j->t0_ns) / 1000000u;
+    return clock_now_ms() + (t > spent ? t - spent : 1);
+}
+
+/* Committed here: start the quorum waits of writes that need copies on
+ * followers. true when some are outstanding (the job then comes back
+ * through repl_slot_done); false to answer now. */
+static bool
+job_repl(srv *s, srv_job *j)
+{
+    repl *rp = s->x->rp;
+    j->repl_done = true;
+    if (rp == NULL)
+        return false;
+    atomic_store(&j->repl_left, 1);
+    for (size_t i = 0; i < j->n_reqs; i++) {
+        const exec_result *res = &j->results[i];
+        if (!res->wrote || res->w <= 1 || res->n_shards == 0)
+            continue;
+        repl_need *needs =
+            pbuf_arena_alloc(&j->arena, res->n_shards * sizeof(*needs));
+        repl_slot *rs = pbuf_arena_alloc(&j->arena, sizeof(*rs));
+        if (needs == NULL || rs == NULL) {
+            exec_commit_failed(j->resps[i], SHOAL_ENOMEM);
+            continue;
+        }
+        for (size_t k = 0; k < res->n_shards; k++) {
+            store_shard_stats ss = {0};
+            (void) store_get_shard_stats(s->x->st, res->shards[k], &ss);
+            /* The shard's LSN now covers this write (maybe later ones:
+             * waiting for those too is safe, only slower). */
+            needs[k] = (repl_need){res->shards[k], ss.lsn, res->w};
+        }
+        rs->j = j;
+        rs->i = i;
+        atomic_fetch_add(&j->repl_left, 1);
+        if (repl_wait(rp, needs, res->n_shards, repl_deadline(j, i),
+                      repl_slot_done, rs) != SHOAL_OK) {
+            atomic_fetch_sub(&j->repl_left, 1);
+            exec_commit_failed(j->resps[i], SHOAL_ENOMEM);
+        }
+    }
+    j->state = JOB_COMMIT;
+    /* Drop the setup count: if every wait already ended, answer here. */
+    return atomic_fetch_sub(&j->repl_left, 1) != 1;
+}
+
+/* Worker: every write of the frame is committed (or failed) and, in a
+ * cluster, on its quorum of replicas (or timed out): answer. */
 static void
 job_finish(srv *s, srv_job *j)
 {
@@ -646,6 +733,8 @@ job_finish(srv *s, srv_job *j)
                 if (j->results[i].wrote)
                     exec_commit_failed(j->resps[i], j->commit_rc);
             metrics_add(s->m, METRICS_COMMIT_FAILED, 1);
+        } else if (!j->repl_done && job_repl(s, j)) {
+            return; /* repl_slot_done requeues the job */
         }
     }
     Shoal__ResponseFrame rf = SHOAL__RESPONSE_FRAME__INIT;

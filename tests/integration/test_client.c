@@ -103,9 +103,7 @@ group_up(void **state)
     o.dir = g->dir;
     o.id = "t1";
     o.fsync = "none";
-    o.key_file = g->keys.node_file;
-    if (proc_keys_make(g->dir, &g->keys) != SHOAL_OK ||
-        proc_node_start(&o, &g->node) != SHOAL_OK ||
+    if (proc_node_start_keyed(g->dir, &o, &g->keys, &g->node) != SHOAL_OK ||
         open_node(g->node, g->keys.admin_file, &g->db) != SHOAL_OK) {
         fprintf(stderr, "# group fixture failed; node log in %s\n", g->dir);
         return -1;
@@ -1178,6 +1176,16 @@ fake_start(fake *f, fake_mode mode)
     static uint8_t hk[KEYHASH_KEY_BYTES];
     static Shoal__MapNode node = SHOAL__MAP_NODE__INIT;
     static Shoal__MapNode *nodes[1] = {&node};
+    /* The one shard, on the one node (libshoal refuses a map without an
+     * entry per shard). */
+    static uint32_t replicas[1] = {0};
+    static Shoal__MapShard shard = SHOAL__MAP_SHARD__INIT;
+    static Shoal__MapShard *shards[1] = {&shard};
+    shard.has_primary = true;
+    shard.n_replicas = 1;
+    shard.replicas = replicas;
+    fake_map.n_shards = 1;
+    fake_map.shards = shards;
     fake_map.has_epoch = fake_map.has_shard_count = true;
     fake_map.epoch = fake_map.shard_count = 1;
     fake_map.has_hash_key = true;
