@@ -1,7 +1,8 @@
 /*
  * ctl_int.h -- private interface between the files of shoalctl
  * (shoalctl.c: main, global options, data commands; ctl_args.c: argument
- * parsing; ctl_out.c: output formatting; ctl_keygen.c; ctl_bench.c).
+ * parsing; ctl_out.c: output formatting; ctl_keygen.c; ctl_bench.c;
+ * ctl_cluster.c).
  * Only those files include it.
  */
 #ifndef SHOAL_CLIENT_CTL_INT_H
@@ -40,6 +41,7 @@ typedef struct ctl {
     bool out_tty;        /* stdout is a terminal: human output */
     bool verbose;        /* libshoal log lines on stderr */
     uint32_t timeout_ms; /* 0: libshoal's default */
+    shoal_call call;     /* per call: --read-any, --write-quorum */
     const char *cmd;     /* command name, for messages (NULL: none yet) */
     const char *usage;   /* the command's usage line */
     shoal *db;           /* open handle, or NULL */
@@ -196,5 +198,6 @@ void ctl_sb_size(ctl_sb *sb, uint64_t bytes);
 
 int ctl_cmd_keygen(ctl *c, int argc, char **argv);
 int ctl_cmd_bench(ctl *c, int argc, char **argv);
+int ctl_cmd_cluster(ctl *c, int argc, char **argv); /* ctl_cluster.c */
 
 #endif

@@ -4,9 +4,10 @@
  *   shoalctl [global options] <command> [arguments]
  *
  * This file holds main(), the global options, the command table and the
- * data commands (get put del incr ttl exists count scan stats). keygen and
- * bench live in ctl_keygen.c and ctl_bench.c; argument parsing and output
- * formatting in ctl_args.c and ctl_out.c (private interface: ctl_int.h).
+ * data commands (get put del incr ttl exists count scan stats). keygen,
+ * bench and cluster live in ctl_keygen.c, ctl_bench.c and ctl_cluster.c;
+ * argument parsing and output formatting in ctl_args.c and ctl_out.c
+ * (private interface: ctl_int.h).
  *
  * Exit codes (also in --help; scripts rely on them, never renumber):
  *   0  success
@@ -14,7 +15,8 @@
  *   2  usage error: bad arguments (a message and the usage line on stderr)
  *   3  condition failed: SHOAL_EEXISTS, SHOAL_EVERSION
  *   4  authentication or permission: SHOAL_EAUTH, SHOAL_EPERM
- *   5  unavailable or timed out: SHOAL_EUNAVAILABLE, SHOAL_ETIMEOUT
+ *   5  unavailable or timed out: SHOAL_EUNAVAILABLE, SHOAL_ETIMEOUT;
+ *      cluster status: a node did not answer
  *   6  any other error
  * Errors print "shoalctl: <command>: <shoal_strerror> (<SHOAL_ENAME>)" on
  * stderr, sometimes followed by ": <detail>".
@@ -53,10 +55,15 @@ static const char help_text[] =
     "Global options (before the command):\n"
     "  --url URL       node to talk to; repeatable (default $SHOAL_URL, a\n"
     "                  comma-separated list, else " CTL_DEFAULT_URL ")\n"
+    "  --seeds LIST    the same, a comma-separated list of URLs: any node of\n"
+    "                  a cluster serves the map, libshoal routes each key\n"
     "  --key-file F    client key file (default $SHOAL_KEY_FILE)\n"
     "  --insecure      plaintext without a key (node run with --insecure)\n"
     "  --timeout-ms N  per-call deadline and connect timeout (default "
     "5000)\n"
+    "  --read-any      reads may be served by any replica (possibly stale)\n"
+    "  --write-quorum W  writes wait for W durable copies (default: the\n"
+    "                  cluster's)\n"
     "  --json          machine output, see JSON below\n"
     "  --hex           keys, values and prefixes are given and printed as "
     "hex\n"
@@ -89,7 +96,13 @@ static const char help_text[] =
     "                          make a key (shoalctl keygen --help)\n"
     "  bench [-c N] [-n N] [-d N] [-r N] [-t LIST] [-P N] [--duration-s N]\n"
     "                          load generator (shoalctl bench --help)\n"
-    "\n"
+    "  cluster status [--json] every node's shards, map epoch and "
+    "replication\n"
+    "                          lag (admin key; shoalctl cluster --help)\n"
+    "\n";
+
+/* Split in two: C99 compilers need support only 4095-byte literals. */
+static const char help_text2[] =
     "Output: on a terminal, printable values as text and others escaped\n"
     "(\\n \\t \\\\ \\xNN), scan and stats as tables. Piped: get prints the "
     "raw\n"
@@ -118,6 +131,7 @@ static const char help_text[] =
     "\"out\"\n"
     "          when printing to stdout)\n"
     "  bench   one object per test (shoalctl bench --help)\n"
+    "  cluster status: one object (shoalctl cluster --help)\n"
     "  errors  {\"error\":\"SHOAL_E...\",\"status\":int,\"message\"} (and the "
     "usual\n"
     "          line on stderr)\n"
@@ -132,7 +146,8 @@ static const char help_text[] =
     "  2 usage error        3 condition failed (SHOAL_EEXISTS, "
     "SHOAL_EVERSION)\n"
     "  4 authentication or permission (SHOAL_EAUTH, SHOAL_EPERM)\n"
-    "  5 unavailable or timed out (SHOAL_EUNAVAILABLE, SHOAL_ETIMEOUT)\n"
+    "  5 unavailable or timed out (SHOAL_EUNAVAILABLE, SHOAL_ETIMEOUT);\n"
+    "    cluster status: some node did not answer\n"
     "  6 any other error\n";
 
 /* ---- exits and messages -------------------------------------------------- */
@@ -238,6 +253,8 @@ ctl_connect(ctl *c)
     o.n_seeds = c->n_urls;
     o.key_file = c->key_file;
     o.insecure = c->insecure;
+    o.read_any = c->call.read_any; /* for bench too, which has no call */
+    o.write_quorum = c->call.w;
     if (c->timeout_ms) {
         o.timeout_ms = c->timeout_ms;
         o.connect_timeout_ms = c->timeout_ms;
@@ -309,7 +326,7 @@ cmd_get(ctl *c, int argc, char **argv)
         size_t vlen = 0;
         uint64_t version = 0;
         shoal_err rc =
-            shoal_get(c->db, key.ptr, key.len, &val, &vlen, &version, NULL);
+            shoal_get(c->db, key.ptr, key.len, &val, &vlen, &version, &c->call);
         ec = rc != SHOAL_OK ? ctl_fail(c, rc, NULL)
                             : print_value(c, &key, val, vlen, version);
         shoal_free(val);
@@ -383,7 +400,7 @@ cmd_put(ctl *c, int argc, char **argv)
     if (ec == CTL_EXIT_OK) {
         uint64_t version = 0;
         shoal_err rc = shoal_put(c->db, key.ptr, key.len, val.ptr, val.len, &po,
-                                 &version, NULL);
+                                 &version, &c->call);
         ec = rc != SHOAL_OK ? ctl_fail(c, rc, NULL)
                             : print_version(c, &key, version);
     }
@@ -430,7 +447,7 @@ cmd_del(ctl *c, int argc, char **argv)
         ec = key_and_connect(c, pos[0], &key);
     if (ec == CTL_EXIT_OK) {
         shoal_err rc = shoal_del(c->db, key.ptr, key.len,
-                                 has_if_version ? &if_version : NULL, NULL);
+                                 has_if_version ? &if_version : NULL, &c->call);
         ec = rc != SHOAL_OK
                  ? ctl_fail(c, rc, NULL)
                  : print_simple(c, &key, "deleted", NULL, "\"deleted\":true");
@@ -456,8 +473,8 @@ cmd_incr(ctl *c, int argc, char **argv)
     if (ec == CTL_EXIT_OK) {
         int64_t result = 0;
         uint64_t version = 0;
-        shoal_err rc =
-            shoal_incr(c->db, key.ptr, key.len, delta, &result, &version, NULL);
+        shoal_err rc = shoal_incr(c->db, key.ptr, key.len, delta, &result,
+                                  &version, &c->call);
         char num[32], json[96];
         snprintf(num, sizeof(num), "%lld", (long long) result);
         snprintf(json, sizeof(json), "\"value\":%lld,\"version\":%llu",
@@ -480,7 +497,8 @@ cmd_ttl(ctl *c, int argc, char **argv)
     if (ec == CTL_EXIT_OK) {
         int64_t ttl = 0;
         uint64_t version = 0;
-        shoal_err rc = shoal_ttl(c->db, key.ptr, key.len, &ttl, &version, NULL);
+        shoal_err rc =
+            shoal_ttl(c->db, key.ptr, key.len, &ttl, &version, &c->call);
         char human[48], plain[32], json[96];
         if (ttl < 0)
             snprintf(human, sizeof(human), "no expiry");
@@ -506,7 +524,7 @@ cmd_exists(ctl *c, int argc, char **argv)
         ec = key_and_connect(c, pos[0], &key);
     if (ec == CTL_EXIT_OK) {
         bool exists = false;
-        shoal_err rc = shoal_exists(c->db, key.ptr, key.len, &exists, NULL);
+        shoal_err rc = shoal_exists(c->db, key.ptr, key.len, &exists, &c->call);
         if (rc != SHOAL_OK)
             ec = ctl_fail(c, rc, NULL);
         else
@@ -533,7 +551,8 @@ cmd_count(ctl *c, int argc, char **argv)
         ec = ctl_connect(c);
     if (ec == CTL_EXIT_OK) {
         uint64_t count = 0;
-        shoal_err rc = shoal_count(c->db, prefix.ptr, prefix.len, &count, NULL);
+        shoal_err rc =
+            shoal_count(c->db, prefix.ptr, prefix.len, &count, &c->call);
         ctl_sb sb = {0};
         if (rc != SHOAL_OK) {
             ec = ctl_fail(c, rc, NULL);
@@ -739,7 +758,7 @@ scan_pages(scan_out *s, const scan_args *a, shoal_scan_req *req, ctl_bytes b[4])
     shoal_scan_page *page = NULL;
     int ec = CTL_EXIT_OK;
     for (;;) {
-        shoal_err rc = shoal_scan(s->c->db, req, &page, NULL);
+        shoal_err rc = shoal_scan(s->c->db, req, &page, &s->c->call);
         if (rc != SHOAL_OK)
             return scan_failed(s, rc);
         if ((ec = scan_emit(s, page)) != CTL_EXIT_OK || !a->all || !page->more)
@@ -940,6 +959,7 @@ static const ctl_cmd commands[] = {
     {"bench", ctl_cmd_bench,
      "bench [-c clients] [-n requests] [-d bytes] [-r keyspace] "
      "[-t put,get,incr,del,exists] [-P pipeline] [--duration-s S] [--quiet]"},
+    {"cluster", ctl_cmd_cluster, "cluster status [--json]"},
 };
 
 static int
@@ -950,6 +970,25 @@ add_url(ctl *c, const char *val)
     if (c->n_urls == CTL_MAX_URLS)
         return ctl_usage(c, "--url: at most %d URLs", CTL_MAX_URLS);
     c->urls[c->n_urls++] = val;
+    return CTL_EXIT_OK;
+}
+
+/* --seeds LIST: each comma-separated URL, as --url. The list is split in
+ * place: val points into argv, which is writable and outlives the run. */
+static int
+add_seeds(ctl *c, const char *val)
+{
+    size_t before = c->n_urls;
+    for (char *p = (char *) val; p;) {
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma++ = '\0';
+        if (p[0] != '\0' && add_url(c, p) != CTL_EXIT_OK)
+            return CTL_EXIT_USAGE;
+        p = comma;
+    }
+    if (c->n_urls == before)
+        return ctl_usage(c, "--seeds: no URL given");
     return CTL_EXIT_OK;
 }
 
@@ -998,13 +1037,16 @@ static int
 parse_globals(ctl *c, int argc, char **argv, int *cmd_index)
 {
     bool help = false, version = false, key_given = false;
-    uint64_t timeout_ms = 0;
+    uint64_t timeout_ms = 0, w = 0;
     const ctl_opt opts[] = {
         {"--url", NULL, CTL_OPT_FN, NULL, NULL, 0, 0, add_url},
+        {"--seeds", NULL, CTL_OPT_FN, NULL, NULL, 0, 0, add_seeds},
         {"--key-file", NULL, CTL_OPT_STR, &c->key_file, &key_given, 0, 0, NULL},
         {"--insecure", NULL, CTL_OPT_FLAG, &c->insecure, NULL, 0, 0, NULL},
         {"--timeout-ms", NULL, CTL_OPT_U64, &timeout_ms, NULL, 1, UINT32_MAX,
          NULL},
+        {"--read-any", NULL, CTL_OPT_FLAG, &c->call.read_any, NULL, 0, 0, NULL},
+        {"--write-quorum", NULL, CTL_OPT_U64, &w, NULL, 1, 255, NULL},
         {"--json", NULL, CTL_OPT_FLAG, &c->json, NULL, 0, 0, NULL},
         {"--hex", NULL, CTL_OPT_FLAG, &c->hex, NULL, 0, 0, NULL},
         {"--verbose", "-v", CTL_OPT_FLAG, &c->verbose, NULL, 0, 0, NULL},
@@ -1016,8 +1058,11 @@ parse_globals(ctl *c, int argc, char **argv, int *cmd_index)
     if (ec != CTL_EXIT_OK)
         return ec;
     c->timeout_ms = (uint32_t) timeout_ms;
+    c->call.w = (uint32_t) w;
     if (help || version) {
         fputs(help ? help_text : "shoalctl " SHOAL_VERSION "\n", stdout);
+        if (help)
+            fputs(help_text2, stdout);
         *cmd_index = -1;
         return CTL_EXIT_OK;
     }
@@ -1039,8 +1084,8 @@ find_command(const char *name)
     return NULL;
 }
 
-/* "shoalctl CMD --help": the usage line, and for keygen and bench their
- * own help (printed by the command when it sees --help first). */
+/* "shoalctl CMD --help": the usage line, and for keygen, bench and cluster
+ * their own help (printed by the command when it sees --help first). */
 static bool
 wants_help(int argc, char **argv)
 {
@@ -1067,7 +1112,7 @@ run(ctl *c, int argc, char **argv)
     if (c->verbose)
         shoal_set_logger(log_to_stderr, NULL, 3);
     if (wants_help(argc - i - 1, argv + i + 1) && cmd->run != ctl_cmd_keygen &&
-        cmd->run != ctl_cmd_bench) {
+        cmd->run != ctl_cmd_bench && cmd->run != ctl_cmd_cluster) {
         printf("usage: shoalctl [global options] %s\n", cmd->usage);
         return CTL_EXIT_OK;
     }

@@ -109,6 +109,7 @@ struct repl {
     /* backlog */
     bl_shard *bl;
     uint64_t *last_lsn; /* per shard: highest LSN seen (hook or store) */
+    bool *behind; /* per shard led here: a follower holds more than we do */
     bl_rec *fifo_head, *fifo_tail;
     uint64_t bl_bytes;
     uint64_t seq; /* last seq handed out */
@@ -476,18 +477,19 @@ ship_locked(repl *r, peer *p)
         if (p->next[s] <= p->acked[s]) /* it holds more than we sent */
             p->next[s] = p->acked[s] + 1;
         uint64_t last = bl_last_lsn_locked(r, s);
+        if (p->next[s] <= shard_lsn_hint(r, s) &&
+            (r->bl[s].n == 0 || p->next[s] < r->bl[s].first_lsn)) {
+            /* Its next record is gone from the backlog: snapshot. */
+            if (snap_shard == UINT32_MAX &&
+                (p->state[s] != LINK_CATCHUP || now - p->prog_ms[s] >= 1000))
+                snap_shard = s;
+            continue;
+        }
         while (p->next[s] <= last && bytes < r->o.ship_max_bytes &&
                p->next[s] - p->acked[s] <= REPL_WINDOW_RECS) {
             const bl_rec *rec = bl_find_locked(r, s, p->next[s]);
-            if (rec == NULL) {
-                if (snap_shard == UINT32_MAX &&
-                    (r->bl[s].n == 0 || p->next[s] < r->bl[s].first_lsn) &&
-                    p->next[s] <= shard_lsn_hint(r, s) &&
-                    (p->state[s] != LINK_CATCHUP ||
-                     now - p->prog_ms[s] >= 1000))
-                    snap_shard = s;
+            if (rec == NULL)
                 break;
-            }
             if (rec->seq > r->committed_seq)
                 break; /* not committed here yet */
             if (recs == NULL || n == cap) {
@@ -694,10 +696,15 @@ repl_wait(repl *r, const repl_need *needs, size_t n, uint64_t deadline_ms,
 shoal_err
 repl_admit(repl *r, uint32_t shard, uint32_t w)
 {
-    if (w <= 1)
-        return SHOAL_OK;
     if (shard >= r->n_shards)
         return SHOAL_EINVAL;
+    pthread_mutex_lock(&r->mu);
+    bool behind = r->behind[shard];
+    pthread_mutex_unlock(&r->mu);
+    if (behind)
+        return SHOAL_EUNAVAILABLE;
+    if (w <= 1)
+        return SHOAL_OK;
     uint64_t now = clock_now_ms();
     uint32_t copies = 1;
     pthread_mutex_lock(&r->mu);
@@ -818,6 +825,18 @@ on_acks(repl *r, int from, Shoal__Peer__PeerMsg *m)
             continue;
         uint32_t s = a->shard;
         uint64_t d = a->durable_lsn;
+        if (d > r->last_lsn[s] && !r->behind[s]) {
+            /* This primary lost records its follower holds (a lost or
+             * replaced data dir): new writes would reuse their LSNs and
+             * the copies would silently differ. Refuse writes until an
+             * operator repairs the shard (or failover, DESIGN §5). */
+            r->behind[s] = true;
+            slog(SLOG_ERR, "repl",
+                 "shard %" PRIu32 ": follower %s holds lsn %" PRIu64
+                 " but this primary only %" PRIu64
+                 ": refusing writes to the shard (data lost here?)",
+                 s, r->map->nodes[from].id, d, r->last_lsn[s]);
+        }
         uint32_t st = a->has_status ? a->status : SHOAL_OK;
         if (d < p->acked[s]) {
             /* It holds less than it did (restarted without the records,
@@ -1121,12 +1140,13 @@ repl_create(const repl_opts *o, repl **out)
     size_t nn = o->map->n_nodes, ns = r->n_shards;
     r->bl = mem_calloc(ns, sizeof(*r->bl));
     r->last_lsn = mem_calloc(ns, sizeof(*r->last_lsn));
+    r->behind = mem_calloc(ns, sizeof(*r->behind));
     r->peers = mem_calloc(nn, sizeof(*r->peers));
     const char *url =
         o->listen_url ? o->listen_url : o->map->nodes[self].peer_addr;
     r->listen_url = mem_alloc(strlen(url) + 1);
-    bool ok = r->bl != NULL && r->last_lsn != NULL && r->peers != NULL &&
-              r->listen_url != NULL;
+    bool ok = r->bl != NULL && r->last_lsn != NULL && r->behind != NULL &&
+              r->peers != NULL && r->listen_url != NULL;
     if (ok)
         memcpy(r->listen_url, url, strlen(url) + 1);
     for (size_t i = 0; ok && i < nn; i++) {
@@ -1287,6 +1307,7 @@ repl_close(repl *r)
         mem_free(r->bl[s].v);
     mem_free(r->bl);
     mem_free(r->last_lsn);
+    mem_free(r->behind);
     wire_replay_close(r->replay);
     mem_free(r->listen_url);
     pthread_cond_destroy(&r->cv);

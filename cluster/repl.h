@@ -33,7 +33,10 @@
  * copies hold lsn durably -- this node's own copy counts as one (the caller
  * waits for its local commit first) -- or fails at its deadline with
  * SHOAL_ETIMEOUT. repl_admit refuses a write up front with
- * SHOAL_EUNAVAILABLE when fewer than w copies are reachable.
+ * SHOAL_EUNAVAILABLE when fewer than w copies are reachable, and for
+ * every w when a follower reported more of the shard than this primary
+ * holds (the primary lost data: writing would reuse LSNs the follower
+ * already has, so the shard stays read-only until repaired).
  */
 #ifndef SHOAL_CLUSTER_REPL_H
 #define SHOAL_CLUSTER_REPL_H
@@ -88,7 +91,7 @@ void repl_close(repl *r);
 
 /* Whether a write to shard needing w copies can start: SHOAL_OK, or
  * SHOAL_EUNAVAILABLE when fewer than w - 1 of its followers are reachable
- * (acked within dead_ms). w <= 1 always passes. */
+ * (acked within dead_ms) or the shard is behind a follower (see above). */
 shoal_err repl_admit(repl *r, uint32_t shard, uint32_t w);
 
 typedef struct repl_need {

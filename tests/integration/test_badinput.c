@@ -1505,13 +1505,11 @@ bx_start(void **state, bool no_quarantine)
     proc_node_opts o;
     proc_node_opts_default(&o);
     o.dir = c->dir;
-    o.key_file = c->keys.node_file;
     o.extra_args = extra;
     o.env = env;
     shoal_opts so;
     shoal_opts_default(&so);
-    if (proc_keys_make(c->dir, &c->keys) != SHOAL_OK ||
-        proc_node_start(&o, &c->node) != SHOAL_OK)
+    if (proc_node_start_keyed(c->dir, &o, &c->keys, &c->node) != SHOAL_OK)
         return -1;
     const char *seeds[] = {proc_node_url(c->node)};
     so.seeds = seeds;

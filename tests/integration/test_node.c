@@ -69,9 +69,7 @@ fx_up(void **state)
     proc_node_opts o;
     proc_node_opts_default(&o);
     o.dir = f->dir;
-    o.key_file = f->keys.node_file;
-    if (proc_keys_make(f->dir, &f->keys) != SHOAL_OK ||
-        proc_node_start(&o, &f->node) != SHOAL_OK ||
+    if (proc_node_start_keyed(f->dir, &o, &f->keys, &f->node) != SHOAL_OK ||
         db_open(f->node, f->keys.admin_file, &f->db) != SHOAL_OK) {
         fprintf(stderr, "# fixture failed; node log in %s\n", f->dir);
         return -1;

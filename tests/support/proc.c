@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -742,6 +743,7 @@ struct proc_node {
     pid_t pid;     /* -1 when not running */
     int last_code; /* exit code of the last run, -1 none */
     unsigned runs;
+    bool fixed_ports; /* given by the caller (a cluster file names them) */
 };
 
 void
@@ -773,17 +775,26 @@ strv_free(char **v)
     free(v);
 }
 
-static shoal_err
-node_pick_ports(proc_node *n)
+static void
+node_set_ports(proc_node *n, uint16_t port, uint16_t http_port)
 {
-    shoal_err rc = proc_free_port(&n->port);
-    if (rc == SHOAL_OK)
-        rc = proc_free_port(&n->http_port);
-    if (rc == SHOAL_OK && n->port == n->http_port)
-        rc = proc_free_port(&n->http_port);
+    n->port = port;
+    n->http_port = http_port;
     snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%u", n->port);
     snprintf(n->http_url, sizeof(n->http_url), "http://127.0.0.1:%u",
              n->http_port);
+}
+
+/* Free ports for those of port/http_port that are 0. */
+static shoal_err
+node_pick_ports(proc_node *n, uint16_t port, uint16_t http_port)
+{
+    shoal_err rc = SHOAL_OK;
+    if (port == 0)
+        rc = proc_free_port(&port);
+    while (rc == SHOAL_OK && (http_port == 0 || http_port == port))
+        rc = proc_free_port(&http_port);
+    node_set_ports(n, port, http_port);
     return rc;
 }
 
@@ -805,13 +816,14 @@ proc_node_open(const proc_node_opts *o, proc_node **out)
     n->extra = strv_dup(o->extra_args);
     n->env = strv_dup(o->env);
     n->ready_timeout_ms = o->ready_timeout_ms ? o->ready_timeout_ms : 60000;
+    n->fixed_ports = o->port != 0 || o->http_port != 0;
     char dd[600];
     snprintf(dd, sizeof(dd), "%s/data-%s", o->dir, n->id);
     n->data_dir = strdup(o->data_dir != NULL ? o->data_dir : dd);
     snprintf(n->log, sizeof(n->log), "%s/%s.log", o->dir, n->id);
     if (n->dir == NULL || n->id == NULL || n->fsync == NULL ||
         n->data_dir == NULL || n->extra == NULL || n->env == NULL ||
-        node_pick_ports(n) != SHOAL_OK) {
+        node_pick_ports(n, o->port, o->http_port) != SHOAL_OK) {
         proc_node_free(n);
         return SHOAL_ENOMEM;
     }
@@ -903,29 +915,38 @@ node_addr_in_use(const proc_node *n, size_t off)
     return in_use;
 }
 
+/* Start shoald without waiting; *off_out gets where this run's part of
+ * the log begins. */
+static shoal_err
+node_spawn(proc_node *n, size_t *off_out)
+{
+    const char *argv[64];
+    char listen[64], http[64];
+    mkdir(n->data_dir, 0700);
+    node_argv(n, argv, listen, http);
+    node_log_mark(n, off_out);
+    shoal_err rc =
+        proc_spawn(argv, (const char *const *) n->env, n->log, n->log, &n->pid);
+    if (rc != SHOAL_OK)
+        n->pid = -1;
+    return rc;
+}
+
 shoal_err
 proc_node_launch(proc_node *n)
 {
     if (n->pid > 0)
         return SHOAL_EINVAL;
-    mkdir(n->data_dir, 0700);
     shoal_err rc = SHOAL_EUNAVAILABLE;
     for (int attempt = 0; attempt < 5; attempt++) {
-        const char *argv[64];
-        char listen[64], http[64];
         size_t off = 0;
-        node_argv(n, argv, listen, http);
-        node_log_mark(n, &off);
-        rc = proc_spawn(argv, (const char *const *) n->env, n->log, n->log,
-                        &n->pid);
-        if (rc != SHOAL_OK) {
-            n->pid = -1;
+        if ((rc = node_spawn(n, &off)) != SHOAL_OK)
             return rc;
-        }
         rc = node_wait_ready(n);
-        if (rc != SHOAL_EUNAVAILABLE || !node_addr_in_use(n, off))
+        if (rc != SHOAL_EUNAVAILABLE || n->fixed_ports ||
+            !node_addr_in_use(n, off))
             return rc;
-        if ((rc = node_pick_ports(n)) != SHOAL_OK)
+        if ((rc = node_pick_ports(n, 0, 0)) != SHOAL_OK)
             return rc;
         rc = SHOAL_EUNAVAILABLE;
     }
@@ -1175,6 +1196,329 @@ proc_keys_wipe(proc_keys *k)
     volatile uint8_t *p = (volatile uint8_t *) k;
     for (size_t i = 0; i < sizeof(*k); i++)
         p[i] = 0;
+}
+
+shoal_err
+proc_node_start_keyed(const char *dir, const proc_node_opts *o, proc_keys *keys,
+                      proc_node **out)
+{
+    *out = NULL;
+    proc_node_opts ko = *o;
+    shoal_err rc = proc_keys_make(dir, keys);
+    if (rc != SHOAL_OK)
+        return rc;
+    ko.dir = o->dir != NULL ? o->dir : dir;
+    ko.key_file = keys->node_file;
+    return proc_node_start(&ko, out);
+}
+
+/* ---- clusters ---------------------------------------------------------------
+ */
+
+struct proc_cluster {
+    size_t n;
+    proc_node *nodes[PROC_CLUSTER_MAX];
+    uint16_t peer_port[PROC_CLUSTER_MAX];
+    const char *seeds[PROC_CLUSTER_MAX]; /* the nodes' url fields */
+    uint32_t r, w, shards;
+    char hash_key[33]; /* 32 hex */
+    char file[600];    /* <dir>/cluster.conf */
+    proc_keys keys;
+};
+
+void
+proc_cluster_opts_default(proc_cluster_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->n_nodes = 3;
+    o->fsync = "always";
+    o->ready_timeout_ms = 60000;
+}
+
+/* Add the peer key to the node key file proc_keys_make wrote. */
+static shoal_err
+cluster_peer_key(proc_cluster *c)
+{
+    char line[WIRE_KEY_LINE_MAX];
+    shoal_err rc = wire_key_generate(PROC_KEY_PEER, WIRE_ROLE_PEER, NULL, 0,
+                                     &c->keys.peer);
+    if (rc == SHOAL_OK)
+        rc = wire_key_format(&c->keys.peer, line, sizeof(line));
+    if (rc != SHOAL_OK)
+        return rc;
+    char *text = read_file(c->keys.node_file, NULL);
+    sbuf b = {0};
+    if (text == NULL || sbuf_add(&b, text, strlen(text)) != 0 ||
+        sbuf_add(&b, line, strlen(line)) != 0)
+        rc = SHOAL_EIO;
+    if (rc == SHOAL_OK)
+        rc = write_private(c->keys.node_file, b.p);
+    free(text);
+    free(b.p);
+    return rc;
+}
+
+static shoal_err
+cluster_hash_key(proc_cluster *c)
+{
+    uint8_t key[16];
+    if (getrandom(key, sizeof(key), 0) != (ssize_t) sizeof(key))
+        return SHOAL_EIO;
+    for (size_t i = 0; i < sizeof(key); i++)
+        snprintf(c->hash_key + 2 * i, 3, "%02x", key[i]);
+    return SHOAL_OK;
+}
+
+/* Whether port is among the first k picked for c (client, http, peer). */
+static bool
+cluster_port_used(const proc_cluster *c, size_t k, uint16_t port)
+{
+    for (size_t i = 0; i < k; i++)
+        if (proc_node_port(c->nodes[i]) == port ||
+            proc_node_http_port(c->nodes[i]) == port || c->peer_port[i] == port)
+            return true;
+    return false;
+}
+
+/* Three distinct free ports per node. */
+static shoal_err
+cluster_pick_ports(proc_cluster *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        uint16_t p[3] = {0, 0, 0};
+        for (size_t j = 0; j < 3; j++) {
+            shoal_err rc;
+            do {
+                if ((rc = proc_free_port(&p[j])) != SHOAL_OK)
+                    return rc;
+            } while (cluster_port_used(c, i, p[j]) || (j > 0 && p[j] == p[0]) ||
+                     (j > 1 && p[j] == p[1]));
+        }
+        node_set_ports(c->nodes[i], p[0], p[1]);
+        c->peer_port[i] = p[2];
+    }
+    return SHOAL_OK;
+}
+
+static shoal_err
+cluster_write_file(const proc_cluster *c)
+{
+    char text[8192];
+    size_t len = (size_t) snprintf(text, sizeof(text),
+                                   "# written by tests/support/proc.c\n"
+                                   "epoch = 1\nshards = %u\nreplicas = %u\n"
+                                   "write_quorum = %u\nhash_key = %s\n",
+                                   c->shards, c->r, c->w, c->hash_key);
+    for (size_t i = 0; i < c->n && len < sizeof(text); i++)
+        len += (size_t) snprintf(
+            text + len, sizeof(text) - len,
+            "node = n%zu tcp://127.0.0.1:%u tcp://127.0.0.1:%u\n", i + 1,
+            proc_node_port(c->nodes[i]), c->peer_port[i]);
+    return len < sizeof(text) ? write_private(c->file, text) : SHOAL_EIO;
+}
+
+/* Spawn every node that is not running, then wait for each of them.
+ * *in_use_out: a failure was a port taken meanwhile. */
+static shoal_err
+cluster_spawn_wait(proc_cluster *c, bool *in_use_out)
+{
+    size_t off[PROC_CLUSTER_MAX] = {0};
+    bool spawned[PROC_CLUSTER_MAX] = {false};
+    shoal_err rc = SHOAL_OK;
+    *in_use_out = false;
+    for (size_t i = 0; i < c->n && rc == SHOAL_OK; i++) {
+        if (proc_node_running(c->nodes[i]))
+            continue;
+        rc = node_spawn(c->nodes[i], &off[i]);
+        spawned[i] = rc == SHOAL_OK;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        if (!spawned[i])
+            continue;
+        shoal_err r = node_wait_ready(c->nodes[i]);
+        if (r == SHOAL_EUNAVAILABLE && node_addr_in_use(c->nodes[i], off[i]))
+            *in_use_out = true;
+        if (rc == SHOAL_OK)
+            rc = r;
+    }
+    return rc;
+}
+
+static shoal_err
+cluster_open_nodes(proc_cluster *c, const proc_cluster_opts *o)
+{
+    const char *extra[64];
+    size_t k = 0;
+    extra[k++] = "--cluster";
+    extra[k++] = c->file;
+    for (size_t i = 0;
+         o->extra_args != NULL && o->extra_args[i] != NULL && k < 63; i++)
+        extra[k++] = o->extra_args[i];
+    extra[k] = NULL;
+    for (size_t i = 0; i < c->n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "n%zu", i + 1);
+        proc_node_opts no;
+        proc_node_opts_default(&no);
+        no.dir = o->dir;
+        no.id = id;
+        no.key_file = c->keys.node_file;
+        no.fsync = o->fsync;
+        no.extra_args = extra;
+        no.env = o->env;
+        no.ready_timeout_ms = o->ready_timeout_ms;
+        no.port = 1; /* fixed: cluster_pick_ports sets the real ones */
+        no.http_port = 2;
+        shoal_err rc = proc_node_open(&no, &c->nodes[i]);
+        if (rc != SHOAL_OK)
+            return rc;
+        c->seeds[i] = c->nodes[i]->url;
+    }
+    return SHOAL_OK;
+}
+
+static shoal_err
+cluster_check_opts(const proc_cluster_opts *o, proc_cluster *c)
+{
+    c->n = o->n_nodes;
+    c->r = o->replicas ? o->replicas : (c->n < 3 ? (uint32_t) c->n : 3);
+    c->w = o->write_quorum ? o->write_quorum : c->r / 2 + 1;
+    c->shards = o->shards ? o->shards : 256;
+    if (o->dir == NULL || c->n == 0 || c->n > PROC_CLUSTER_MAX || c->r > c->n ||
+        c->w > c->r) {
+        c->n = 0; /* nothing opened: proc_cluster_free has no node */
+        return SHOAL_EINVAL;
+    }
+    snprintf(c->file, sizeof(c->file), "%s/cluster.conf", o->dir);
+    return SHOAL_OK;
+}
+
+shoal_err
+proc_cluster_start(const proc_cluster_opts *o, proc_cluster **out)
+{
+    *out = NULL;
+    proc_cluster *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return SHOAL_ENOMEM;
+    shoal_err rc = cluster_check_opts(o, c);
+    if (rc == SHOAL_OK && (rc = proc_keys_make(o->dir, &c->keys)) == SHOAL_OK &&
+        (rc = cluster_peer_key(c)) == SHOAL_OK &&
+        (rc = cluster_hash_key(c)) == SHOAL_OK)
+        rc = cluster_open_nodes(c, o);
+    for (int attempt = 0; rc == SHOAL_OK && attempt < 5; attempt++) {
+        bool in_use = false;
+        if ((rc = cluster_pick_ports(c)) != SHOAL_OK ||
+            (rc = cluster_write_file(c)) != SHOAL_OK)
+            break;
+        if ((rc = cluster_spawn_wait(c, &in_use)) == SHOAL_OK || !in_use)
+            break;
+        for (size_t i = 0; i < c->n; i++)
+            proc_node_kill(c->nodes[i]);
+        rc = SHOAL_OK; /* a port was taken: pick all anew */
+        if (attempt == 4)
+            rc = SHOAL_EUNAVAILABLE;
+    }
+    if (rc != SHOAL_OK) {
+        proc_cluster_free(c);
+        return rc;
+    }
+    *out = c;
+    return SHOAL_OK;
+}
+
+size_t
+proc_cluster_size(const proc_cluster *c)
+{
+    return c->n;
+}
+
+proc_node *
+proc_cluster_node(proc_cluster *c, size_t i)
+{
+    return i < c->n ? c->nodes[i] : NULL;
+}
+
+uint16_t
+proc_cluster_peer_port(const proc_cluster *c, size_t i)
+{
+    return i < c->n ? c->peer_port[i] : 0;
+}
+
+shoal_err
+proc_cluster_launch(proc_cluster *c)
+{
+    bool in_use = false;
+    return cluster_spawn_wait(c, &in_use);
+}
+
+const char *const *
+proc_cluster_seeds(const proc_cluster *c, size_t *n_out)
+{
+    *n_out = c->n;
+    return c->seeds;
+}
+
+const char *
+proc_cluster_key_file(const proc_cluster *c)
+{
+    return c->keys.admin_file;
+}
+
+const proc_keys *
+proc_cluster_keys(const proc_cluster *c)
+{
+    return &c->keys;
+}
+
+const char *
+proc_cluster_node_keys(const proc_cluster *c)
+{
+    return c->keys.node_file;
+}
+
+const char *
+proc_cluster_file(const proc_cluster *c)
+{
+    return c->file;
+}
+
+shoal_err
+proc_cluster_stop(proc_cluster *c, uint32_t timeout_ms)
+{
+    uint64_t deadline = proc_now_ms() + timeout_ms;
+    shoal_err rc = SHOAL_OK;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->nodes[i]->pid > 0)
+            kill(c->nodes[i]->pid, SIGTERM);
+    for (size_t i = 0; i < c->n; i++) {
+        proc_node *n = c->nodes[i];
+        if (n->pid <= 0)
+            continue;
+        int st = 0;
+        shoal_err r = proc_wait(n->pid, (uint32_t) ms_left(deadline), &st);
+        if (r == SHOAL_ETIMEOUT) {
+            kill(n->pid, SIGKILL);
+            proc_wait(n->pid, 30000, &st);
+        }
+        n->last_code = proc_exit_code(st);
+        n->pid = -1;
+        if (r == SHOAL_OK && n->last_code != 0)
+            r = SHOAL_EIO;
+        if (rc == SHOAL_OK)
+            rc = r;
+    }
+    return rc;
+}
+
+void
+proc_cluster_free(proc_cluster *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        proc_node_free(c->nodes[i]);
+    proc_keys_wipe(&c->keys);
+    free(c);
 }
 
 /* ---- raw SP client ----------------------------------------------------------

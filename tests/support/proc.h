@@ -11,6 +11,8 @@
  *    directory;
  *  - keys: a node key file with an admin, a write, a read and a prefix-
  *    confined write key, plus one client key file per key;
+ *  - clusters: N nodes in cluster mode with a generated cluster file and
+ *    peer key, each node a proc_node (stop/kill/restart on the same ports);
  *  - HTTP: a tiny GET over a plain TCP socket, and a Prometheus text reader;
  *  - raw transport: a hand-written SP-over-TCP REQ client (the nng tcp
  *    transport's 8-byte handshake, 64-bit big-endian length prefixes and the
@@ -120,6 +122,9 @@ typedef struct proc_node_opts {
     const char *const *extra_args; /* NULL-terminated, appended; may be NULL */
     const char *const *env;        /* NULL-terminated "K=V"; may be NULL */
     uint32_t ready_timeout_ms;     /* default 60000 */
+    uint16_t port;      /* client port; 0: a free one. Either port given
+                           makes both fixed: never picked anew */
+    uint16_t http_port; /* HTTP port; 0: a free one */
 } proc_node_opts;
 
 void proc_node_opts_default(proc_node_opts *o);
@@ -132,8 +137,9 @@ shoal_err proc_node_open(const proc_node_opts *o, proc_node **out);
 
 /* Start shoald and wait until GET /health answers 200 (bounded by
  * ready_timeout_ms). If the port was taken meanwhile, new ports are picked
- * and it tries again. SHOAL_EUNAVAILABLE if shoald exited first
- * (proc_node_exit_code says how), SHOAL_ETIMEOUT if it never became ready
+ * and it tries again (not when the options fixed them: a cluster file
+ * names them; then SHOAL_EUNAVAILABLE). SHOAL_EUNAVAILABLE if shoald exited
+ * first (proc_node_exit_code says how), SHOAL_ETIMEOUT if it never became ready
  * (it is killed). */
 shoal_err proc_node_launch(proc_node *n);
 
@@ -184,7 +190,8 @@ enum {
     PROC_KEY_ADMIN = 1,
     PROC_KEY_WRITE = 2,
     PROC_KEY_READ = 3,
-    PROC_KEY_PREFIXED = 4
+    PROC_KEY_PREFIXED = 4,
+    PROC_KEY_PEER = 100 /* the cluster key in a cluster's node.keys */
 };
 
 typedef struct proc_keys {
@@ -192,6 +199,8 @@ typedef struct proc_keys {
     wire_key write;    /* id 2, write */
     wire_key read;     /* id 3, read */
     wire_key prefixed; /* id 4, write confined to PROC_KEY_PREFIX */
+    wire_key peer;     /* id PROC_KEY_PEER, the cluster key (clusters only;
+                          zero otherwise) */
     char node_file[512];
     char admin_file[512];
     char write_file[512];
@@ -203,8 +212,88 @@ typedef struct proc_keys {
  * prefixed.key (mode 0600) into dir. SHOAL_EIO. */
 shoal_err proc_keys_make(const char *dir, proc_keys *out);
 
+/* proc_keys_make, then start one node in dir with those keys (o's key_file
+ * is replaced by keys->node_file; o->dir defaults to dir). The setup most
+ * integration fixtures repeat. *out NULL on failure. */
+shoal_err proc_node_start_keyed(const char *dir, const proc_node_opts *o,
+                                proc_keys *keys, proc_node **out);
+
 /* Wipe the secrets. */
 void proc_keys_wipe(proc_keys *k);
+
+/* ---- clusters ---------------------------------------------------------------
+ *
+ * N shoald nodes in cluster mode on loopback: proc_cluster_start makes the
+ * keys (proc_keys_make, plus the peer key in node.keys) and the cluster file
+ * (<dir>/cluster.conf: nodes n1..nN, client and peer ports picked free, a
+ * random hash key), starts every node at once and waits until each answers
+ * /health. Node i (0-based) has id "n<i+1>", data dir <dir>/data-n<i+1>, log
+ * <dir>/n<i+1>.log. Its ports are fixed by the cluster file, so a stopped or
+ * killed node comes back on the same ports and data with proc_node_launch
+ * (or proc_cluster_launch for several at once).
+ */
+
+#define PROC_CLUSTER_MAX 16
+
+typedef struct proc_cluster_opts {
+    const char *dir;               /* test directory; required */
+    uint32_t n_nodes;              /* default 3; at most PROC_CLUSTER_MAX */
+    uint32_t replicas;             /* R; 0: min(3, n_nodes) */
+    uint32_t write_quorum;         /* W; 0: R/2+1 */
+    uint32_t shards;               /* 0: 256 */
+    const char *fsync;             /* default "always" */
+    const char *const *extra_args; /* NULL-terminated, every node; may be
+                                      NULL */
+    const char *const *env;        /* NULL-terminated "K=V"; may be NULL */
+    uint32_t ready_timeout_ms;     /* per start; default 60000 */
+} proc_cluster_opts;
+
+void proc_cluster_opts_default(proc_cluster_opts *o);
+
+typedef struct proc_cluster proc_cluster;
+
+/* Make keys and cluster file in o->dir, start the nodes, wait until all are
+ * ready. When a port was taken meanwhile, every port is picked anew and the
+ * cluster file rewritten (up to 5 times). SHOAL_EINVAL (no dir, n_nodes or
+ * R/W out of range), SHOAL_EIO (files), SHOAL_EUNAVAILABLE (a node exited:
+ * see its log), SHOAL_ETIMEOUT (a node never became ready; all are killed).
+ * *out NULL on failure. */
+shoal_err proc_cluster_start(const proc_cluster_opts *o, proc_cluster **out);
+
+/* Number of nodes, and node i (0-based; NULL when out of range). Stop, kill,
+ * pause and restart it with the proc_node_* functions; the cluster keeps
+ * owning it (never proc_node_free it). */
+size_t proc_cluster_size(const proc_cluster *c);
+proc_node *proc_cluster_node(proc_cluster *c, size_t i);
+
+/* The peer (replication) port of node i, as the cluster file names it
+ * (0 when out of range). */
+uint16_t proc_cluster_peer_port(const proc_cluster *c, size_t i);
+
+/* Start every node that is not running, all at once, and wait until each
+ * is ready (for nodes that wait on each other at start). Errors as
+ * proc_node_launch. */
+shoal_err proc_cluster_launch(proc_cluster *c);
+
+/* The client URLs of every node (n of them), for shoal_opts.seeds. Valid
+ * while c lives. */
+const char *const *proc_cluster_seeds(const proc_cluster *c, size_t *n_out);
+
+/* The admin client key file; the keys of every role (proc_keys); the node
+ * key file (client keys + the peer key); the cluster file. */
+const char *proc_cluster_key_file(const proc_cluster *c);
+const proc_keys *proc_cluster_keys(const proc_cluster *c);
+const char *proc_cluster_node_keys(const proc_cluster *c);
+const char *proc_cluster_file(const proc_cluster *c);
+
+/* SIGTERM every running node at once and wait up to timeout_ms for all;
+ * those still running are SIGKILLed (SHOAL_ETIMEOUT). SHOAL_EIO when a node
+ * exited with a code other than 0. The nodes can be launched again. */
+shoal_err proc_cluster_stop(proc_cluster *c, uint32_t timeout_ms);
+
+/* Kill every running node, wipe the keys, free c (NULL ok). The test
+ * directory is the caller's. */
+void proc_cluster_free(proc_cluster *c);
 
 /* ---- raw SP-over-TCP REQ client --------------------------------------------
  */

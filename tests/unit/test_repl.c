@@ -72,8 +72,9 @@ make_ring(void)
 static void
 world_init(world *w, uint32_t write_quorum)
 {
+    static int generation;
     char text[2048];
-    int pid = (int) getpid();
+    int pid = (int) getpid() * 100 + generation++;
     int len = snprintf(text, sizeof(text),
                        "epoch = 1\nshards = %d\nreplicas = 3\n"
                        "write_quorum = %" PRIu32 "\n"
@@ -193,15 +194,18 @@ put_w(world *w, const char *key, const char *val, uint32_t wq,
     return wr.rc;
 }
 
-/* Wait until every replica of every shard has the primary's digest. */
+/* Wait until every replica of every shard (but those led by node skip)
+ * has the primary's digest. */
 static bool
-converged(world *w, unsigned timeout_ms)
+converged_but(world *w, unsigned timeout_ms, int skip)
 {
     uint64_t until = clock_now_ms() + timeout_ms;
     for (;;) {
         bool same = true;
         for (uint32_t s = 0; s < N_SHARDS && same; s++) {
             const cmap_shard *sh = &w->map->shards[s];
+            if ((int) sh->primary == skip)
+                continue;
             uint64_t want = 0, got = 0;
             assert_int_equal(store_digest(w->n[sh->primary].st, s, &want),
                              SHOAL_OK);
@@ -215,10 +219,33 @@ converged(world *w, unsigned timeout_ms)
         }
         if (same)
             return true;
-        if (clock_now_ms() > until)
+        if (clock_now_ms() > until) {
+            for (uint32_t s = 0; s < N_SHARDS; s++) {
+                const cmap_shard *sh = &w->map->shards[s];
+                fprintf(stderr, "shard %2u primary n%u:", s, sh->primary + 1);
+                for (uint32_t k = 0; k < sh->n_replicas; k++) {
+                    tnode *t = &w->n[sh->replicas[k]];
+                    store_shard_stats ss = {0};
+                    uint64_t d = 0;
+                    if (t->up) {
+                        store_get_shard_stats(t->st, s, &ss);
+                        store_digest(t->st, s, &d);
+                    }
+                    fprintf(stderr, " n%u lsn %" PRIu64 " digest %016" PRIx64,
+                            sh->replicas[k] + 1, ss.lsn, d);
+                }
+                fprintf(stderr, "\n");
+            }
             return false;
+        }
         sleep_ms(20);
     }
+}
+
+static bool
+converged(world *w, unsigned timeout_ms)
+{
+    return converged_but(w, timeout_ms, -1);
 }
 
 static void
@@ -226,7 +253,14 @@ start_all(world *w)
 {
     for (int i = 0; i < N_NODES; i++)
         node_up(w, i, w->keys);
-    sleep_ms(300); /* first heartbeats: primaries learn followers' LSNs */
+    /* First heartbeats: every primary hears from all its followers. */
+    uint64_t until = clock_now_ms() + 10000;
+    for (uint32_t s = 0; s < N_SHARDS; s++)
+        while (repl_admit(w->n[w->map->shards[s].primary].r, s, 3) !=
+               SHOAL_OK) {
+            assert_true(clock_now_ms() < until);
+            sleep_ms(10);
+        }
 }
 
 static void
@@ -327,6 +361,41 @@ test_snapshot_catch_up(void **state)
     world_fini(&w);
 }
 
+/* A follower whose data dir was lost comes back empty: the shards it
+ * follows are rebuilt from the primaries (backlog or snapshot). The shards
+ * it led lost their data: their followers are ahead of it, and it must
+ * refuse writes there instead of reusing LSNs they hold. */
+static void
+test_wiped_node(void **state)
+{
+    (void) state;
+    world w;
+    world_init(&w, 2);
+    w.backlog = 32 << 10;
+    start_all(&w);
+    char key[32], val[512];
+    memset(val, 'w', sizeof(val) - 1);
+    val[sizeof(val) - 1] = '\0';
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "w%04d", i);
+        assert_int_equal(put_w(&w, key, val, 3, 5000), SHOAL_OK);
+    }
+    node_down(&w, 2);
+    char dir[192];
+    snprintf(dir, sizeof(dir), "%s/n3", w.dir);
+    assert_int_equal(tu_rm_rf(dir), 0);
+    node_up(&w, 2, w.keys);
+    assert_true(converged_but(&w, 15000, 2));
+    sleep_ms(300);
+    uint32_t led = UINT32_MAX;
+    for (uint32_t s = 0; s < N_SHARDS && led == UINT32_MAX; s++)
+        if (w.map->shards[s].primary == 2)
+            led = s;
+    assert_true(led != UINT32_MAX);
+    assert_int_equal(repl_admit(w.n[2].r, led, 1), SHOAL_EUNAVAILABLE);
+    world_fini(&w);
+}
+
 static void
 test_wrong_key_ships_nothing(void **state)
 {
@@ -367,6 +436,7 @@ main(void)
         cmocka_unit_test(test_quorum_and_ship),
         cmocka_unit_test(test_follower_restart_catches_up),
         cmocka_unit_test(test_snapshot_catch_up),
+        cmocka_unit_test(test_wiped_node),
         cmocka_unit_test(test_wrong_key_ships_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
