@@ -19,6 +19,8 @@
  */
 #include "node/http.h"
 
+#include <inttypes.h>
+
 #include "proto/clock.h"
 #include "proto/mem.h"
 #include "proto/slog.h"
@@ -426,6 +428,51 @@ on_status(nng_aio *aio)
     mem_free(doc);
 }
 
+/* Append the replication counters to a /metrics text. */
+static shoal_err
+repl_metrics(repl *rp, char **text, size_t *len)
+{
+    repl_stats rs;
+    repl_get_stats(rp, &rs);
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"shoal_repl_records_shipped_total", "counter",
+         "WAL records shipped to followers", rs.records_shipped},
+        {"shoal_repl_bytes_shipped_total", "counter",
+         "record and snapshot bytes shipped", rs.bytes_shipped},
+        {"shoal_repl_records_applied_total", "counter",
+         "records applied as a follower", rs.records_applied},
+        {"shoal_repl_snapshots_sent_total", "counter",
+         "shard snapshots streamed to followers", rs.snapshots_sent},
+        {"shoal_repl_snapshots_installed_total", "counter",
+         "shard snapshots installed from primaries", rs.snapshots_installed},
+        {"shoal_repl_peer_frames_refused_total", "counter",
+         "peer frames refused (no cluster key, tampered, replayed, unknown "
+         "sender)",
+         rs.frames_refused},
+        {"shoal_repl_backlog_bytes", "gauge",
+         "records held in memory for followers", rs.backlog_bytes},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char line[512];
+        int n = snprintf(line, sizeof(line),
+                         "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n",
+                         rows[i].name, rows[i].help, rows[i].name, rows[i].type,
+                         rows[i].name, rows[i].v);
+        if (n < 0 || (size_t) n >= sizeof(line))
+            continue;
+        char *t = mem_realloc(*text, *len + (size_t) n + 1);
+        if (t == NULL)
+            return SHOAL_ENOMEM;
+        memcpy(t + *len, line, (size_t) n + 1);
+        *text = t;
+        *len += (size_t) n;
+    }
+    return SHOAL_OK;
+}
+
 static void
 on_metrics(nng_aio *aio)
 {
@@ -437,6 +484,8 @@ on_metrics(nng_aio *aio)
         return;
     }
     shoal_err rc = metrics_render(h->src.m, h->src.st, &text, &len);
+    if (rc == SHOAL_OK && h->src.rp != NULL)
+        rc = repl_metrics(h->src.rp, &text, &len);
     leave(h);
     if (rc != SHOAL_OK)
         reply_text(aio, 500, "out of memory\n");

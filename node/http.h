@@ -17,6 +17,7 @@
 #ifndef SHOAL_NODE_HTTP_H
 #define SHOAL_NODE_HTTP_H
 
+#include "cluster/repl.h"
 #include "node/cfg.h"
 #include "node/metrics.h"
 #include "proto/err.h"
@@ -42,6 +43,7 @@ typedef struct http_sources {
     const char *version;          /* shoald's version string */
     const _Atomic bool *draining; /* true once the node is stopping; may
                                      be NULL */
+    repl *rp;                     /* replication figures; may be NULL */
 } http_sources;
 
 /* Serve the endpoints on url ("http://HOST:PORT"; port 0 picks one, see

@@ -569,6 +569,7 @@ open_http(node *n)
         .start_ms = n->x.start_ms,
         .version = SHOAL_VERSION,
         .draining = &n->draining,
+        .rp = n->rp,
     };
     shoal_err rc = http_open(url, &src, &n->h);
     if (rc == SHOAL_ENOMEM)
