@@ -103,7 +103,8 @@ struct repl {
     char *listen_url;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* link threads: work may be waiting */
+    pthread_cond_t cv;     /* link threads: work may be waiting */
+    pthread_cond_t svc_cv; /* service thread: new records to pump */
     bool stopping;
 
     /* backlog */
@@ -273,7 +274,7 @@ repl_on_record(void *arg, uint32_t shard, uint32_t shard_epoch, uint64_t lsn,
     r->bl_bytes += sizeof(*rec) + len;
     bl_evict_locked(r);
     if (r->st != NULL) /* running (not recovery): wake the service thread */
-        pthread_cond_broadcast(&r->cv);
+        pthread_cond_signal(&r->svc_cv);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -1091,7 +1092,7 @@ svc_main(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        pthread_cond_timedwait(&r->svc_cv, &r->mu, &ts);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
@@ -1137,6 +1138,7 @@ repl_create(const repl_opts *o, repl **out)
     r->n_shards = o->map->n_shards;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_cond_init(&r->svc_cv, NULL);
     size_t nn = o->map->n_nodes, ns = r->n_shards;
     r->bl = mem_calloc(ns, sizeof(*r->bl));
     r->last_lsn = mem_calloc(ns, sizeof(*r->last_lsn));
@@ -1266,6 +1268,7 @@ repl_close(repl *r)
     pthread_mutex_lock(&r->mu);
     r->stopping = true;
     pthread_cond_broadcast(&r->cv);
+    pthread_cond_signal(&r->svc_cv);
     done_list ok = {NULL}, late = {NULL};
     collect_waiters_locked(r, 0, true, &ok, &late);
     pthread_mutex_unlock(&r->mu);
@@ -1311,6 +1314,7 @@ repl_close(repl *r)
     wire_replay_close(r->replay);
     mem_free(r->listen_url);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->svc_cv);
     pthread_mutex_destroy(&r->mu);
     mem_free(r);
 }
