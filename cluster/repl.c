@@ -27,6 +27,7 @@
 #include "proto/mem.h"
 #include "proto/peer.pb-c.h"
 #include "proto/slog.h"
+#include "proto/thread.h"
 
 #include <inttypes.h>
 #include <nng/nng.h>
@@ -69,6 +70,11 @@ typedef struct peer {
     pthread_t thr;
     bool thr_started;
     wire_sender sender;
+    uint32_t *lead; /* shards we lead that it follows */
+    size_t n_lead;
+    size_t lead_pos;  /* where the next ship round starts (fairness) */
+    uint32_t *follow; /* shards it leads that we follow */
+    size_t n_follow;
     /* as primary, per shard (used where we are primary and it follows) */
     uint64_t *next;      /* next LSN to send; 0: unknown until its first ack */
     uint64_t *acked;     /* highest LSN it reported durable */
@@ -126,6 +132,7 @@ struct repl {
     pthread_t recv_thr, svc_thr;
     bool recv_started, svc_started;
     wire_replay *replay;
+    pbuf_arena arena; /* the receive thread's decoded messages */
 
     _Atomic uint64_t records_shipped, bytes_shipped, records_applied;
     _Atomic uint64_t snapshots_sent, snapshots_installed, frames_refused;
@@ -273,7 +280,9 @@ repl_on_record(void *arg, uint32_t shard, uint32_t shard_epoch, uint64_t lsn,
     r->fifo_tail = rec;
     r->bl_bytes += sizeof(*rec) + len;
     bl_evict_locked(r);
-    if (r->st != NULL) /* running (not recovery): wake the service thread */
+    /* Running (not recovery): the service thread pumps a commit notify;
+     * while one is out, pump_done wakes it for the records after. */
+    if (r->st != NULL && r->pumps_out == 0)
         pthread_cond_signal(&r->svc_cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -337,11 +346,7 @@ peer_send(repl *r, peer *p, Shoal__Peer__PeerMsg *m)
 static void
 send_acks_locked(repl *r, peer *p, bool all)
 {
-    size_t n = 0;
-    for (uint32_t s = 0; s < r->n_shards; s++)
-        if (r->map->shards[s].primary == (uint32_t) p->idx &&
-            follows(r, s, r->self))
-            n++;
+    size_t n = p->n_follow;
     if (n == 0)
         return;
     Shoal__Peer__ShardAck *acks = mem_calloc(n, sizeof(*acks));
@@ -352,10 +357,8 @@ send_acks_locked(repl *r, peer *p, bool all)
         return;
     }
     size_t k = 0;
-    for (uint32_t s = 0; s < r->n_shards && k < n; s++) {
-        if (r->map->shards[s].primary != (uint32_t) p->idx ||
-            !follows(r, s, r->self))
-            continue;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t s = p->follow[i];
         (void) all;
         shoal__peer__shard_ack__init(&acks[k]);
         acks[k].has_shard = acks[k].has_durable_lsn = acks[k].has_status = true;
@@ -472,8 +475,11 @@ ship_locked(repl *r, peer *p)
     /* Nothing for a peer that does not answer: nng would only queue it. */
     if (p->last_ack_ms == 0 || now - p->last_ack_ms >= r->o.dead_ms)
         return false;
-    for (uint32_t s = 0; s < r->n_shards; s++) {
-        if (!is_primary(r, s) || !follows(r, s, p->idx) || p->next[s] == 0)
+    size_t start = p->n_lead ? p->lead_pos % p->n_lead : 0;
+    p->lead_pos++;
+    for (size_t i = 0; i < p->n_lead; i++) {
+        uint32_t s = p->lead[(start + i) % p->n_lead];
+        if (p->next[s] == 0)
             continue;
         if (p->next[s] <= p->acked[s]) /* it holds more than we sent */
             p->next[s] = p->acked[s] + 1;
@@ -559,6 +565,7 @@ ship_locked(repl *r, peer *p)
 static void *
 link_main(void *arg)
 {
+    thread_set_name("repl-link");
     peer *p = arg;
     repl *r = p->r;
     pthread_mutex_lock(&r->mu);
@@ -957,15 +964,14 @@ on_frame(repl *r, uint8_t *frame, size_t len)
             goto refused;
         body = frame + WIRE_HDR_BYTES;
     }
+    pbuf_arena_reset(&r->arena);
     Shoal__Peer__PeerMsg *m =
-        shoal__peer__peer_msg__unpack(NULL, body_len, body);
+        shoal__peer__peer_msg__unpack(&r->arena.alloc, body_len, body);
     if (m == NULL)
         goto refused;
     int from = m->from != NULL ? cmap_node_index(r->map, m->from) : -1;
-    if (from < 0 || from == r->self) {
-        shoal__peer__peer_msg__free_unpacked(m, NULL);
+    if (from < 0 || from == r->self)
         goto refused;
-    }
     if (m->n_records > 0)
         on_records(r, from, m);
     if (m->n_acks > 0)
@@ -977,7 +983,6 @@ on_frame(repl *r, uint8_t *frame, size_t len)
         r->peers[from].last_ack_ms = clock_now_ms();
         pthread_mutex_unlock(&r->mu);
     }
-    shoal__peer__peer_msg__free_unpacked(m, NULL);
     return;
 refused:
     atomic_fetch_add(&r->frames_refused, 1);
@@ -986,6 +991,7 @@ refused:
 static void *
 recv_main(void *arg)
 {
+    thread_set_name("repl-recv");
     repl *r = arg;
     for (;;) {
         pthread_mutex_lock(&r->mu);
@@ -1021,6 +1027,8 @@ pump_done(void *arg, shoal_err rc)
     if (rc == SHOAL_OK && pp->seq > r->committed_seq)
         r->committed_seq = pp->seq;
     r->pumps_out--;
+    if (r->seq > r->pumped_seq)
+        pthread_cond_signal(&r->svc_cv);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     mem_free(pp);
@@ -1048,11 +1056,12 @@ update_retention(repl *r)
 static void *
 svc_main(void *arg)
 {
+    thread_set_name("repl-svc");
     repl *r = arg;
     uint64_t last_retain = 0;
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
-        if (r->seq > r->pumped_seq) {
+        if (r->seq > r->pumped_seq && r->pumps_out == 0) {
             pump *pp = mem_alloc(sizeof(*pp));
             if (pp != NULL) {
                 pp->r = r;
@@ -1115,6 +1124,8 @@ peer_free(peer *p)
             store_import_abort(p->imp[s]);
     mem_free(p->imp);
     mem_free(p->imp_off);
+    mem_free(p->lead);
+    mem_free(p->follow);
 }
 
 shoal_err
@@ -1137,6 +1148,7 @@ repl_create(const repl_opts *o, repl **out)
     r->self = self;
     r->n_shards = o->map->n_shards;
     pthread_mutex_init(&r->mu, NULL);
+    pbuf_arena_init(&r->arena, 256u << 10);
     pthread_cond_init(&r->cv, NULL);
     pthread_cond_init(&r->svc_cv, NULL);
     size_t nn = o->map->n_nodes, ns = r->n_shards;
@@ -1165,8 +1177,22 @@ repl_create(const repl_opts *o, repl **out)
         p->status = mem_calloc(ns, sizeof(*p->status));
         p->imp = mem_calloc(ns, sizeof(*p->imp));
         p->imp_off = mem_calloc(ns, sizeof(*p->imp_off));
-        ok = p->next && p->acked && p->prog_ms && p->rewind_ms && p->state &&
-             p->durable && p->status && p->imp && p->imp_off;
+        p->lead = mem_calloc(ns, sizeof(*p->lead));
+        p->follow = mem_calloc(ns, sizeof(*p->follow));
+        for (uint32_t sh = 0; p->lead && p->follow && sh < ns; sh++) {
+            const cmap_shard *ms = &o->map->shards[sh];
+            bool p_rep = cmap_is_replica(o->map, sh, (uint32_t) i);
+            bool me_rep = cmap_is_replica(o->map, sh, (uint32_t) self);
+            if ((int) i == self)
+                continue;
+            if (ms->primary == (uint32_t) self && p_rep)
+                p->lead[p->n_lead++] = sh;
+            if (ms->primary == (uint32_t) i && me_rep)
+                p->follow[p->n_follow++] = sh;
+        }
+        ok = p->lead && p->follow && p->next && p->acked && p->prog_ms &&
+             p->rewind_ms && p->state && p->durable && p->status && p->imp &&
+             p->imp_off;
     }
     if (ok && !o->insecure &&
         wire_replay_open(4096, o->replay_window_ms, &r->replay) != SHOAL_OK)
@@ -1312,6 +1338,7 @@ repl_close(repl *r)
     mem_free(r->last_lsn);
     mem_free(r->behind);
     wire_replay_close(r->replay);
+    pbuf_arena_fini(&r->arena);
     mem_free(r->listen_url);
     pthread_cond_destroy(&r->cv);
     pthread_cond_destroy(&r->svc_cv);

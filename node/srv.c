@@ -41,6 +41,7 @@
 #include "proto/clock.h"
 #include "proto/mem.h"
 #include "proto/slog.h"
+#include "proto/thread.h"
 
 #include <errno.h>
 #include <nng/nng.h>
@@ -312,6 +313,7 @@ commit_cb(void *arg, shoal_err rc)
 static void *
 worker_main(void *arg)
 {
+    thread_set_name("shoal-worker");
     srv *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

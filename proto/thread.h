@@ -9,4 +9,8 @@
  * Best effort: failure is ignored. */
 void thread_set_background(void);
 
+/* Name the calling thread (shown by top -H, /proc/PID/task/TID/comm);
+ * truncated to 15 bytes. Best effort. */
+void thread_set_name(const char *name);
+
 #endif

@@ -498,6 +498,7 @@ bg_sleep(store *s)
 static void *
 bg_main(void *arg)
 {
+    thread_set_name("shoal-bg");
     store *s = arg;
     /* Snapshots compress for seconds: on two cores, at normal priority they
      * would take the CPU from request threads mid-write. */

@@ -115,6 +115,7 @@
 #include "proto/clock.h"
 #include "proto/mem.h"
 #include "proto/slog.h"
+#include "proto/thread.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1564,6 +1565,7 @@ buf_swap(wal *w)
 static void *
 writer_main(void *arg)
 {
+    thread_set_name("shoal-wal");
     wal *w = arg;
     plan p;
 
