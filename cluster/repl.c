@@ -82,6 +82,7 @@ typedef struct peer {
     uint64_t *rewind_ms; /* when we last rewound on a reported gap */
     uint8_t *state;
     uint64_t last_ack_ms; /* any message from it */
+    bool heard;           /* it acked since we started */
     /* as follower, per shard (where it is primary and we follow) */
     uint64_t *durable;
     uint32_t *status;
@@ -117,6 +118,9 @@ struct repl {
     bl_shard *bl;
     uint64_t *last_lsn; /* per shard: highest LSN seen (hook or store) */
     bool *behind; /* per shard led here: a follower holds more than we do */
+    uint64_t start_ms; /* repl_start: the confirmation grace starts */
+    bool all_heard;    /* every follower of every led shard acked once */
+
     bl_rec *fifo_head, *fifo_tail;
     uint64_t bl_bytes;
     uint64_t seq; /* last seq handed out */
@@ -701,18 +705,39 @@ repl_wait(repl *r, const repl_need *needs, size_t n, uint64_t deadline_ms,
     return SHOAL_OK;
 }
 
+bool
+repl_ready(repl *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ready = r->all_heard || clock_now_ms() - r->start_ms >=
+                                     r->o.dead_ms + r->o.heartbeat_ms;
+    pthread_mutex_unlock(&r->mu);
+    return ready;
+}
+
+shoal_err
+repl_serve(repl *r, uint32_t shard)
+{
+    if (shard >= r->n_shards)
+        return SHOAL_EINVAL;
+    if (!is_primary(r, shard))
+        return SHOAL_OK;
+    pthread_mutex_lock(&r->mu);
+    bool behind = r->behind[shard];
+    pthread_mutex_unlock(&r->mu);
+    if (behind || !repl_ready(r))
+        return SHOAL_EUNAVAILABLE;
+    return SHOAL_OK;
+}
+
 shoal_err
 repl_admit(repl *r, uint32_t shard, uint32_t w)
 {
     if (shard >= r->n_shards)
         return SHOAL_EINVAL;
-    pthread_mutex_lock(&r->mu);
-    bool behind = r->behind[shard];
-    pthread_mutex_unlock(&r->mu);
-    if (behind)
-        return SHOAL_EUNAVAILABLE;
-    if (w <= 1)
-        return SHOAL_OK;
+    shoal_err rc = repl_serve(r, shard);
+    if (rc != SHOAL_OK || w <= 1)
+        return rc;
     uint64_t now = clock_now_ms();
     uint32_t copies = 1;
     pthread_mutex_lock(&r->mu);
@@ -1265,6 +1290,11 @@ repl_start(repl *r, store *st)
         return rc;
     pthread_mutex_lock(&r->mu);
     r->st = st;
+    r->start_ms = clock_now_ms();
+    r->all_heard = true;
+    for (size_t i = 0; i < r->map->n_nodes; i++)
+        if ((int) i != r->self && r->peers[i].n_lead > 0)
+            r->all_heard = false;
     pthread_mutex_unlock(&r->mu);
     if (pthread_create(&r->recv_thr, NULL, recv_main, r) != 0)
         return SHOAL_ENOMEM;

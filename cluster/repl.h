@@ -94,6 +94,18 @@ void repl_close(repl *r);
  * (acked within dead_ms) or the shard is behind a follower (see above). */
 shoal_err repl_admit(repl *r, uint32_t shard, uint32_t w);
 
+/* Whether this node may serve shard as its primary (reads through the
+ * primary and writes): SHOAL_OK for shards it does not lead; otherwise
+ * SHOAL_EUNAVAILABLE while it is behind a follower (it lost data; see
+ * above) or not confirmed yet: after a start it first hears every
+ * follower (or waits dead_ms + heartbeat_ms), so a node restarted without
+ * its data never answers ENOTFOUND for a key its followers hold. */
+shoal_err repl_serve(repl *r, uint32_t shard);
+
+/* Whether the start-up confirmation is over (/health says "syncing" until
+ * then). */
+bool repl_ready(repl *r);
+
 typedef struct repl_need {
     uint32_t shard;
     uint64_t lsn;

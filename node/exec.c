@@ -312,10 +312,21 @@ wrong_shard(exec_call *c, uint32_t shard)
 static bool
 route(exec_call *c, uint32_t shard, bool write)
 {
-    if (serves_shard(c, shard, write))
-        return true;
-    wrong_shard(c, shard);
-    return false;
+    if (!serves_shard(c, shard, write)) {
+        wrong_shard(c, shard);
+        return false;
+    }
+    /* A primary that lost data or has not heard its followers yet serves
+     * nothing of the shard (repl.h); READ_ANY reads take what is here. */
+    if (c->x->rp != NULL && !(read_any(c) && !write) &&
+        repl_serve(c->x->rp, shard) != SHOAL_OK) {
+        fail(c, SHOAL_EUNAVAILABLE,
+             "shard %" PRIu32 " is not serving here yet (its primary is "
+             "behind its followers or still hearing from them)",
+             shard);
+        return false;
+    }
+    return true;
 }
 
 /* Before a write to shards[0..n): all served here, the quorum possible.
@@ -378,9 +389,13 @@ cover_shards(exec_call *c, size_t n_listed, const uint32_t *listed,
     if (v == NULL)
         return false;
     size_t k = 0;
-    for (uint32_t s = 0; s < m->n_shards; s++)
-        if (serves_shard(c, s, false))
-            v[k++] = s;
+    for (uint32_t s = 0; s < m->n_shards; s++) {
+        if (!serves_shard(c, s, false))
+            continue;
+        if (!route(c, s, false))
+            return false; /* a shard here is not serving yet */
+        v[k++] = s;
+    }
     *n_out = k;
     *ids_out = v;
     return true;

@@ -230,6 +230,10 @@ http_health(const http_sources *src, const char **body_out)
         *body_out = "read-only\n";
         return 503;
     }
+    if (src->rp != NULL && !repl_ready(src->rp)) {
+        *body_out = "syncing\n";
+        return 503;
+    }
     *body_out = "ok\n";
     return 200;
 }

@@ -405,7 +405,12 @@ test_wrong_key_ships_nothing(void **state)
     node_up(&w, 0, w.keys);
     node_up(&w, 1, w.keys);
     node_up(&w, 2, w.other); /* same key id, different secret */
-    sleep_ms(300);
+    /* n1 and n2 never hear n3: they serve once the start-up grace ends. */
+    uint64_t until = clock_now_ms() + 10000;
+    while (!repl_ready(w.n[0].r) || !repl_ready(w.n[1].r)) {
+        assert_true(clock_now_ms() < until);
+        sleep_ms(20);
+    }
     char key[32];
     int tried = 0;
     for (int i = 0; i < 200; i++) {
