@@ -344,38 +344,52 @@ peer_send(repl *r, peer *p, Shoal__Peer__PeerMsg *m)
     send_body(r, p, body, len);
 }
 
-/* As follower: report our durable LSN of every shard p is primary of that
- * changed (all of them on a heartbeat). Called with r->mu held; sends
- * without it. */
-static void
-send_acks_locked(repl *r, peer *p, bool all)
+/* As follower: our durable LSN and status of every shard p leads, into
+ * fresh arrays (*acks_out, *ap_out; mem_free both). Marks the acks sent.
+ * Called with r->mu held. Returns how many (0: none, or no memory). */
+static size_t
+fill_acks_locked(repl *r, peer *p, Shoal__Peer__ShardAck **acks_out,
+                 Shoal__Peer__ShardAck ***ap_out)
 {
     size_t n = p->n_follow;
+    *acks_out = NULL;
+    *ap_out = NULL;
     if (n == 0)
-        return;
+        return 0;
     Shoal__Peer__ShardAck *acks = mem_calloc(n, sizeof(*acks));
     Shoal__Peer__ShardAck **ap = mem_calloc(n, sizeof(*ap));
     if (acks == NULL || ap == NULL) {
         mem_free(acks);
         mem_free(ap);
-        return;
+        return 0;
     }
-    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t s = p->follow[i];
-        (void) all;
-        shoal__peer__shard_ack__init(&acks[k]);
-        acks[k].has_shard = acks[k].has_durable_lsn = acks[k].has_status = true;
-        acks[k].shard = s;
-        acks[k].durable_lsn = p->durable[s];
-        acks[k].status = p->status[s];
-        acks[k].has_shard_epoch = true;
-        acks[k].shard_epoch = r->map->shards[s].shard_epoch;
-        ap[k] = &acks[k];
-        k++;
+        shoal__peer__shard_ack__init(&acks[i]);
+        acks[i].has_shard = acks[i].has_durable_lsn = acks[i].has_status = true;
+        acks[i].shard = s;
+        acks[i].durable_lsn = p->durable[s];
+        acks[i].status = p->status[s];
+        acks[i].has_shard_epoch = true;
+        acks[i].shard_epoch = r->map->shards[s].shard_epoch;
+        ap[i] = &acks[i];
     }
     p->ack_dirty = false;
     p->last_hb_ms = clock_now_ms();
+    *acks_out = acks;
+    *ap_out = ap;
+    return n;
+}
+
+/* Send the acks alone (nothing to ship to p). r->mu held; sends without. */
+static void
+send_acks_locked(repl *r, peer *p)
+{
+    Shoal__Peer__ShardAck *acks;
+    Shoal__Peer__ShardAck **ap;
+    size_t k = fill_acks_locked(r, p, &acks, &ap);
+    if (k == 0)
+        return;
     pthread_mutex_unlock(&r->mu);
     Shoal__Peer__PeerMsg m = SHOAL__PEER__PEER_MSG__INIT;
     m.n_acks = k;
@@ -466,10 +480,11 @@ send_snapshot(repl *r, peer *p, uint32_t s)
     return rc == SHOAL_OK ? lsn : 0;
 }
 
-/* As primary: ship what p is missing, batched. Called with r->mu held;
- * returns with it held. true when it did something. */
+/* As primary: ship what p is missing, batched; with_acks: our acks to p
+ * ride along (one message instead of two). Called with r->mu held;
+ * returns with it held. true when it sent records (and the acks). */
 static bool
-ship_locked(repl *r, peer *p)
+ship_locked(repl *r, peer *p, bool with_acks)
 {
     size_t cap = 256, n = 0, bytes = 0;
     Shoal__Peer__Record *recs = NULL;
@@ -537,8 +552,15 @@ ship_locked(repl *r, peer *p)
             Shoal__Peer__PeerMsg m = SHOAL__PEER__PEER_MSG__INIT;
             m.n_records = n;
             m.records = rp;
+            Shoal__Peer__ShardAck *acks = NULL;
+            Shoal__Peer__ShardAck **ap = NULL;
+            if (with_acks)
+                m.n_acks = fill_acks_locked(r, p, &acks, &ap);
+            m.acks = ap;
             /* Packed under r->mu: the payloads live in the backlog. */
             body = pack_msg(r, &m, &blen);
+            mem_free(acks);
+            mem_free(ap);
         }
         mem_free(rp);
         mem_free(recs);
@@ -553,6 +575,8 @@ ship_locked(repl *r, peer *p)
     }
     mem_free(recs);
     if (snap_shard != UINT32_MAX) {
+        if (with_acks) /* a snapshot takes a while: heartbeat first */
+            send_acks_locked(r, p);
         p->state[snap_shard] = LINK_SNAPSHOT;
         pthread_mutex_unlock(&r->mu);
         uint64_t lsn = send_snapshot(r, p, snap_shard);
@@ -575,13 +599,13 @@ link_main(void *arg)
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
         uint64_t now = clock_now_ms();
-        bool hb = now - p->last_hb_ms >= r->o.heartbeat_ms;
-        if (p->ack_dirty || hb)
-            send_acks_locked(r, p, hb);
+        bool acks = p->ack_dirty || now - p->last_hb_ms >= r->o.heartbeat_ms;
+        if (ship_locked(r, p, acks))
+            continue;
+        if (acks)
+            send_acks_locked(r, p);
         if (r->stopping)
             break;
-        if (ship_locked(r, p))
-            continue;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += (long) r->o.heartbeat_ms * 1000000L / 2;
