@@ -83,6 +83,8 @@ typedef struct peer {
     uint8_t *state;
     uint64_t last_ack_ms; /* any message from it */
     bool heard;           /* it acked since we started */
+    uint64_t *repair_ms;  /* per shard it leads: when it last asked us to
+                             repair it (we then ship to it from next[]) */
     /* as follower, per shard (where it is primary and we follow) */
     uint64_t *durable;
     uint32_t *status;
@@ -117,7 +119,13 @@ struct repl {
     /* backlog */
     bl_shard *bl;
     uint64_t *last_lsn; /* per shard: highest LSN seen (hook or store) */
-    bool *behind; /* per shard led here: a follower holds more than we do */
+    bool *behind;     /* per shard led here: a follower holds more than we do */
+    int *behind_from; /* ... the follower holding the most */
+    uint64_t *behind_lsn; /* ... and how much it holds */
+    bool *serving;        /* led shard's expiry is on (store follower flag
+                             off); the service thread flips it */
+    bool serve_dirty;     /* serving may need flips (ready, behind) */
+    bool was_ready;
     uint64_t start_ms; /* repl_start: the confirmation grace starts */
     bool all_heard;    /* every follower of every led shard acked once */
 
@@ -127,6 +135,7 @@ struct repl {
     uint64_t committed_seq;
     uint64_t pumped_seq; /* a commit notify covers records up to here */
     unsigned pumps_out;  /* commit notifies outstanding */
+    unsigned acks_out;   /* applied_committed notifies outstanding */
 
     peer *peers; /* map->n_nodes entries; peers[self] unused */
     waiter *waiters;
@@ -381,22 +390,65 @@ fill_acks_locked(repl *r, peer *p, Shoal__Peer__ShardAck **acks_out,
     return n;
 }
 
+/* As a primary repairing shards from p: one request per such shard (our
+ * LSN: ship us what follows). Same conventions as fill_acks_locked. */
+static size_t
+fill_repair_locked(repl *r, peer *p, Shoal__Peer__ShardAck **out,
+                   Shoal__Peer__ShardAck ***ptrs)
+{
+    size_t n = 0;
+    *out = NULL;
+    *ptrs = NULL;
+    for (size_t i = 0; i < p->n_lead; i++)
+        if (r->behind[p->lead[i]] && r->behind_from[p->lead[i]] == p->idx)
+            n++;
+    if (n == 0)
+        return 0;
+    Shoal__Peer__ShardAck *v = mem_calloc(n, sizeof(*v));
+    Shoal__Peer__ShardAck **vp = mem_calloc(n, sizeof(*vp));
+    if (v == NULL || vp == NULL) {
+        mem_free(v);
+        mem_free(vp);
+        return 0;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_lead && k < n; i++) {
+        uint32_t s = p->lead[i];
+        if (!r->behind[s] || r->behind_from[s] != p->idx)
+            continue;
+        shoal__peer__shard_ack__init(&v[k]);
+        v[k].has_shard = v[k].has_durable_lsn = true;
+        v[k].shard = s;
+        v[k].durable_lsn = r->last_lsn[s];
+        vp[k] = &v[k];
+        k++;
+    }
+    *out = v;
+    *ptrs = vp;
+    return k;
+}
+
 /* Send the acks alone (nothing to ship to p). r->mu held; sends without. */
 static void
 send_acks_locked(repl *r, peer *p)
 {
-    Shoal__Peer__ShardAck *acks;
-    Shoal__Peer__ShardAck **ap;
+    Shoal__Peer__ShardAck *acks, *rep;
+    Shoal__Peer__ShardAck **ap, **rp;
     size_t k = fill_acks_locked(r, p, &acks, &ap);
-    if (k == 0)
+    size_t nr = fill_repair_locked(r, p, &rep, &rp);
+    if (k == 0 && nr == 0)
         return;
     pthread_mutex_unlock(&r->mu);
     Shoal__Peer__PeerMsg m = SHOAL__PEER__PEER_MSG__INIT;
     m.n_acks = k;
     m.acks = ap;
+    m.n_repair = nr;
+    m.repair = rp;
     peer_send(r, p, &m);
     mem_free(acks);
     mem_free(ap);
+    mem_free(rep);
+    mem_free(rp);
     pthread_mutex_lock(&r->mu);
 }
 
@@ -496,8 +548,17 @@ ship_locked(repl *r, peer *p, bool with_acks)
         return false;
     size_t start = p->n_lead ? p->lead_pos % p->n_lead : 0;
     p->lead_pos++;
-    for (size_t i = 0; i < p->n_lead; i++) {
-        uint32_t s = p->lead[(start + i) % p->n_lead];
+    /* The shards we lead that p follows, then those p leads and asked us
+     * to repair (it lost them): the same shipping serves both. */
+    for (size_t i = 0; i < p->n_lead + p->n_follow; i++) {
+        uint32_t s;
+        if (i < p->n_lead) {
+            s = p->lead[(start + i) % p->n_lead];
+        } else {
+            s = p->follow[i - p->n_lead];
+            if (p->repair_ms[s] == 0 || now - p->repair_ms[s] > 1000)
+                continue;
+        }
         if (p->next[s] == 0)
             continue;
         if (p->next[s] <= p->acked[s]) /* it holds more than we sent */
@@ -554,13 +615,20 @@ ship_locked(repl *r, peer *p, bool with_acks)
             m.records = rp;
             Shoal__Peer__ShardAck *acks = NULL;
             Shoal__Peer__ShardAck **ap = NULL;
-            if (with_acks)
+            Shoal__Peer__ShardAck *rep = NULL;
+            Shoal__Peer__ShardAck **repp = NULL;
+            if (with_acks) {
                 m.n_acks = fill_acks_locked(r, p, &acks, &ap);
+                m.n_repair = fill_repair_locked(r, p, &rep, &repp);
+            }
             m.acks = ap;
+            m.repair = repp;
             /* Packed under r->mu: the payloads live in the backlog. */
             body = pack_msg(r, &m, &blen);
             mem_free(acks);
             mem_free(ap);
+            mem_free(rep);
+            mem_free(repp);
         }
         mem_free(rp);
         mem_free(recs);
@@ -794,6 +862,7 @@ applied_committed(void *arg, shoal_err rc)
     ack_job *aj = arg;
     repl *r = aj->r;
     pthread_mutex_lock(&r->mu);
+    r->acks_out--;
     peer *p = &r->peers[aj->peer];
     if (rc == SHOAL_OK) {
         for (size_t i = 0; i < aj->n; i++)
@@ -809,6 +878,56 @@ applied_committed(void *arg, shoal_err rc)
     mem_free(aj->shards);
     mem_free(aj->lsns);
     mem_free(aj);
+}
+
+/* A shard being repaired here holds what its follower held: serve it. */
+static void
+repaired_locked(repl *r, uint32_t s)
+{
+    if (!r->behind[s] || r->last_lsn[s] < r->behind_lsn[s])
+        return;
+    r->behind[s] = false;
+    r->serve_dirty = true;
+    slog(SLOG_NOTICE, "repl",
+         "shard %" PRIu32 ": repaired from %s up to lsn %" PRIu64
+         "; serving it again",
+         s, r->map->nodes[r->behind_from[s]].id, r->last_lsn[s]);
+    pthread_cond_signal(&r->svc_cv); /* expiry back on */
+}
+
+/* As follower: p (the primary) lost data of shards it asks us to repair:
+ * ship them to it from what it holds (ship_locked's repair rounds). */
+static void
+on_repair(repl *r, int from, Shoal__Peer__PeerMsg *m)
+{
+    uint64_t now = clock_now_ms();
+    peer *p = &r->peers[from];
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < m->n_repair; i++) {
+        const Shoal__Peer__ShardAck *a = m->repair[i];
+        if (!a->has_shard || a->shard >= r->n_shards)
+            continue;
+        uint32_t s = a->shard;
+        if (r->map->shards[s].primary != (uint32_t) from ||
+            !follows(r, s, r->self))
+            continue;
+        uint64_t d = a->durable_lsn;
+        bool active = p->repair_ms[s] != 0 && now - p->repair_ms[s] <= 1000;
+        if (!active)
+            slog(SLOG_NOTICE, "repl",
+                 "shard %" PRIu32 ": %s (its primary) holds lsn %" PRIu64
+                 " and we hold %" PRIu64 ": repairing it",
+                 s, r->map->nodes[from].id, d, r->last_lsn[s]);
+        p->repair_ms[s] = now;
+        p->acked[s] = d;
+        if (!active || p->next[s] <= d ||
+            (p->next[s] > d + 1 && now - p->prog_ms[s] > 500)) {
+            p->next[s] = d + 1; /* start, or resend what went missing */
+            p->prog_ms[s] = now;
+        }
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void
@@ -833,13 +952,19 @@ on_records(repl *r, int from, Shoal__Peer__PeerMsg *m)
             continue;
         uint32_t s = rec->shard;
         shoal_err rc;
-        if (r->map->shards[s].primary != (uint32_t) from ||
-            !follows(r, s, r->self))
+        pthread_mutex_lock(&r->mu);
+        bool repairing =
+            is_primary(r, s) && r->behind[s] && r->behind_from[s] == from;
+        pthread_mutex_unlock(&r->mu);
+        if (!repairing && (r->map->shards[s].primary != (uint32_t) from ||
+                           !follows(r, s, r->self)))
             rc = SHOAL_EWRONGSHARD;
         else
             rc = store_apply(r->st, s, rec->shard_epoch, rec->lsn,
                              rec->payload.data, rec->payload.len, true, NULL);
         pthread_mutex_lock(&r->mu);
+        if (rc == SHOAL_OK)
+            repaired_locked(r, s);
         if (rc == SHOAL_OK) {
             p->status[s] = SHOAL_OK;
             atomic_fetch_add(&r->records_applied, 1);
@@ -855,6 +980,9 @@ on_records(repl *r, int from, Shoal__Peer__PeerMsg *m)
         }
         pthread_mutex_unlock(&r->mu);
     }
+    pthread_mutex_lock(&r->mu);
+    r->acks_out++; /* repl_close waits for it: the callback uses r */
+    pthread_mutex_unlock(&r->mu);
     aj->r = r;
     aj->peer = from;
     aj->n = n;
@@ -882,17 +1010,22 @@ on_acks(repl *r, int from, Shoal__Peer__PeerMsg *m)
             continue;
         uint32_t s = a->shard;
         uint64_t d = a->durable_lsn;
-        if (d > r->last_lsn[s] && !r->behind[s]) {
+        if (d > r->last_lsn[s] && d > r->behind_lsn[s]) {
             /* This primary lost records its follower holds (a lost or
              * replaced data dir): new writes would reuse their LSNs and
-             * the copies would silently differ. Refuse writes until an
-             * operator repairs the shard (or failover, DESIGN §5). */
+             * the copies would silently differ. Serve nothing of the
+             * shard and repair it from the follower holding the most. */
+            if (!r->behind[s])
+                slog(SLOG_ERR, "repl",
+                     "shard %" PRIu32 ": follower %s holds lsn %" PRIu64
+                     " but this primary only %" PRIu64
+                     ": not serving the shard; repairing it from %s",
+                     s, r->map->nodes[from].id, d, r->last_lsn[s],
+                     r->map->nodes[from].id);
             r->behind[s] = true;
-            slog(SLOG_ERR, "repl",
-                 "shard %" PRIu32 ": follower %s holds lsn %" PRIu64
-                 " but this primary only %" PRIu64
-                 ": refusing writes to the shard (data lost here?)",
-                 s, r->map->nodes[from].id, d, r->last_lsn[s]);
+            r->serve_dirty = true;
+            r->behind_lsn[s] = d;
+            r->behind_from[s] = from;
         }
         uint32_t st = a->has_status ? a->status : SHOAL_OK;
         if (d < p->acked[s]) {
@@ -937,7 +1070,12 @@ on_snap(repl *r, int from, const Shoal__Peer__SnapChunk *c)
         return;
     uint32_t s = c->shard;
     peer *p = &r->peers[from];
-    if (r->map->shards[s].primary != (uint32_t) from || !follows(r, s, r->self))
+    pthread_mutex_lock(&r->mu);
+    bool repairing =
+        is_primary(r, s) && r->behind[s] && r->behind_from[s] == from;
+    pthread_mutex_unlock(&r->mu);
+    if (!repairing && (r->map->shards[s].primary != (uint32_t) from ||
+                       !follows(r, s, r->self)))
         return;
     shoal_err rc = SHOAL_OK;
     /* Only this thread touches imp/imp_off. */
@@ -979,6 +1117,9 @@ on_snap(repl *r, int from, const Shoal__Peer__SnapChunk *c)
         slog(SLOG_WARN, "repl", "shard %" PRIu32 ": snapshot from %s: %s", s,
              r->map->nodes[from].id, shoal_strerror(rc));
     } else if (c->last) {
+        if (lsn > r->last_lsn[s])
+            r->last_lsn[s] = lsn;
+        repaired_locked(r, s);
         if (lsn > p->durable[s])
             p->durable[s] = lsn;
         p->status[s] = SHOAL_OK;
@@ -1027,6 +1168,8 @@ on_frame(repl *r, uint8_t *frame, size_t len)
         on_acks(r, from, m);
     if (m->snap != NULL)
         on_snap(r, from, m->snap);
+    if (m->n_repair > 0)
+        on_repair(r, from, m);
     if (m->n_acks == 0) { /* any message says the peer is alive */
         pthread_mutex_lock(&r->mu);
         r->peers[from].last_ack_ms = clock_now_ms();
@@ -1137,6 +1280,23 @@ svc_main(void *arg)
             finish_waiters(&late, SHOAL_ETIMEOUT);
             pthread_mutex_lock(&r->mu);
         }
+        bool ready = r->all_heard ||
+                     now - r->start_ms >= r->o.dead_ms + r->o.heartbeat_ms;
+        if (ready != r->was_ready) {
+            r->was_ready = ready;
+            r->serve_dirty = true;
+        }
+        bool check = r->serve_dirty;
+        r->serve_dirty = false;
+        for (uint32_t sh = 0; check && sh < r->n_shards; sh++) {
+            bool want = ready && is_primary(r, sh) && !r->behind[sh];
+            if (want == r->serving[sh])
+                continue;
+            r->serving[sh] = want;
+            pthread_mutex_unlock(&r->mu);
+            store_set_follower(r->st, sh, !want);
+            pthread_mutex_lock(&r->mu);
+        }
         if (now - last_retain >= 1000) {
             last_retain = now;
             pthread_mutex_unlock(&r->mu);
@@ -1175,6 +1335,7 @@ peer_free(peer *p)
     mem_free(p->imp_off);
     mem_free(p->lead);
     mem_free(p->follow);
+    mem_free(p->repair_ms);
 }
 
 shoal_err
@@ -1204,12 +1365,16 @@ repl_create(const repl_opts *o, repl **out)
     r->bl = mem_calloc(ns, sizeof(*r->bl));
     r->last_lsn = mem_calloc(ns, sizeof(*r->last_lsn));
     r->behind = mem_calloc(ns, sizeof(*r->behind));
+    r->behind_from = mem_calloc(ns, sizeof(*r->behind_from));
+    r->behind_lsn = mem_calloc(ns, sizeof(*r->behind_lsn));
+    r->serving = mem_calloc(ns, sizeof(*r->serving));
     r->peers = mem_calloc(nn, sizeof(*r->peers));
     const char *url =
         o->listen_url ? o->listen_url : o->map->nodes[self].peer_addr;
     r->listen_url = mem_alloc(strlen(url) + 1);
     bool ok = r->bl != NULL && r->last_lsn != NULL && r->behind != NULL &&
-              r->peers != NULL && r->listen_url != NULL;
+              r->behind_from != NULL && r->behind_lsn != NULL &&
+              r->serving != NULL && r->peers != NULL && r->listen_url != NULL;
     if (ok)
         memcpy(r->listen_url, url, strlen(url) + 1);
     for (size_t i = 0; ok && i < nn; i++) {
@@ -1226,6 +1391,7 @@ repl_create(const repl_opts *o, repl **out)
         p->status = mem_calloc(ns, sizeof(*p->status));
         p->imp = mem_calloc(ns, sizeof(*p->imp));
         p->imp_off = mem_calloc(ns, sizeof(*p->imp_off));
+        p->repair_ms = mem_calloc(ns, sizeof(*p->repair_ms));
         p->lead = mem_calloc(ns, sizeof(*p->lead));
         p->follow = mem_calloc(ns, sizeof(*p->follow));
         for (uint32_t sh = 0; p->lead && p->follow && sh < ns; sh++) {
@@ -1239,9 +1405,9 @@ repl_create(const repl_opts *o, repl **out)
             if (ms->primary == (uint32_t) i && me_rep)
                 p->follow[p->n_follow++] = sh;
         }
-        ok = p->lead && p->follow && p->next && p->acked && p->prog_ms &&
-             p->rewind_ms && p->state && p->durable && p->status && p->imp &&
-             p->imp_off;
+        ok = p->repair_ms && p->lead && p->follow && p->next && p->acked &&
+             p->prog_ms && p->rewind_ms && p->state && p->durable &&
+             p->status && p->imp && p->imp_off;
     }
     if (ok && !o->insecure &&
         wire_replay_open(4096, o->replay_window_ms, &r->replay) != SHOAL_OK)
@@ -1299,7 +1465,9 @@ repl_start(repl *r, store *st)
         if (!cmap_is_replica(r->map, s, (uint32_t) r->self))
             continue;
         store_set_shard_epoch(st, s, sh->shard_epoch);
-        store_set_follower(st, s, !is_primary(r, s));
+        /* Led shards too, until serving: no active expiry (it writes)
+         * before the shard is confirmed (svc_main flips it). */
+        store_set_follower(st, s, true);
         store_shard_stats ss;
         if (store_get_shard_stats(st, s, &ss) != SHOAL_OK)
             continue;
@@ -1341,7 +1509,7 @@ repl_start(repl *r, store *st)
 }
 
 void
-repl_close(repl *r)
+repl_shutdown(repl *r)
 {
     if (r == NULL)
         return;
@@ -1355,21 +1523,27 @@ repl_close(repl *r)
     finish_waiters(&late, SHOAL_ECLOSED);
     if (r->svc_started)
         pthread_join(r->svc_thr, NULL);
+    r->svc_started = false;
     for (size_t i = 0; r->peers != NULL && i < r->map->n_nodes; i++) {
         peer *p = &r->peers[i];
         if (p->push_open)
             nng_close(p->push); /* unblocks a send in progress */
+        p->push_open = false;
         if (p->thr_started)
             pthread_join(p->thr, NULL);
+        p->thr_started = false;
     }
     if (r->pull_open)
         nng_close(r->pull);
+    r->pull_open = false;
     if (r->recv_started)
         pthread_join(r->recv_thr, NULL);
-    /* A pump notify may still be outstanding on the store: the caller
-     * closes the store after us, which completes it; wait for it here. */
+    r->recv_started = false;
+    /* Commit notifies (pumps, follower acks) may still be outstanding on
+     * the store, and their callbacks use r: wait for them here (the
+     * caller closes the store only after us). */
     pthread_mutex_lock(&r->mu);
-    while (r->pumps_out > 0) {
+    while (r->pumps_out > 0 || r->acks_out > 0) {
         pthread_mutex_unlock(&r->mu);
         if (r->st != NULL)
             store_commit_wait(r->st, store_commit_point(r->st), false);
@@ -1378,6 +1552,14 @@ repl_close(repl *r)
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+void
+repl_close(repl *r)
+{
+    if (r == NULL)
+        return;
+    repl_shutdown(r);
     for (size_t i = 0; r->peers != NULL && i < r->map->n_nodes; i++)
         peer_free(&r->peers[i]);
     mem_free(r->peers);
@@ -1391,6 +1573,9 @@ repl_close(repl *r)
     mem_free(r->bl);
     mem_free(r->last_lsn);
     mem_free(r->behind);
+    mem_free(r->behind_from);
+    mem_free(r->behind_lsn);
+    mem_free(r->serving);
     wire_replay_close(r->replay);
     pbuf_arena_fini(&r->arena);
     mem_free(r->listen_url);

@@ -85,8 +85,15 @@ void repl_on_record(void *arg, uint32_t shard, uint32_t shard_epoch,
  * listen), SHOAL_ENOMEM. */
 shoal_err repl_start(repl *r, store *st);
 
-/* Stop threads and sockets, fail pending waits with SHOAL_ECLOSED, free
- * (NULL ok). The store must outlive this call. */
+/* Stop threads and sockets and fail pending waits with SHOAL_ECLOSED
+ * (their callbacks run here), but keep r usable: repl_admit/serve/status
+ * still answer and repl_wait calls back at once with SHOAL_ECLOSED. A
+ * server shuts replication down before it closes its listener, so no
+ * callback reaches a closed server. NULL ok. */
+void repl_shutdown(repl *r);
+
+/* repl_shutdown if not done, then free (NULL ok). The store must outlive
+ * this call. */
 void repl_close(repl *r);
 
 /* Whether a write to shard needing w copies can start: SHOAL_OK, or

@@ -724,6 +724,7 @@ static void
 stop(node *n)
 {
     http_close(n->h);
+    repl_shutdown(n->rp); /* fails quorum waits: their frames answer */
     srv_close(n->s);
     repl_close(n->rp);
     store_close(n->st); /* commits and syncs what was written */
