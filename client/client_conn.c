@@ -76,6 +76,15 @@ pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
     pthread_mutex_unlock(&c->mtx);
 }
 
+bool
+cl_conn_up(cl_conn *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    bool up = c->pipes > 0 && !c->closed;
+    pthread_mutex_unlock(&c->mtx);
+    return up;
+}
+
 static shoal_err
 nng_rc(int rv)
 {

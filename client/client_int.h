@@ -372,6 +372,9 @@ void cl_conn_close(cl_conn *c);
  * the op finishes with SHOAL_ECLOSED. */
 void cl_conn_submit(cl_conn *c, cl_op *op);
 
+/* Whether c has a live connection to its node right now. */
+bool cl_conn_up(cl_conn *c);
+
 /* Ops of c past their deadline (queued or in flight) finish now. */
 void cl_conn_sweep(cl_conn *c, uint64_t now_ns);
 

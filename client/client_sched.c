@@ -104,10 +104,21 @@ cl_route(shoal *db, cl_op *op)
     cl_map *m = db->map;
     if (m != NULL) {
         uint64_t spin = op->read_any ? atomic_fetch_add(&db->spin, 1) : 0;
+        uint32_t shard = 0;
         uint32_t ni = shoal__map_route(m, op->u->key, op->u->klen, op->read_any,
-                                       spin, NULL);
+                                       spin, &shard);
         op->map_epoch = m->epoch;
         c = cl_node_conn(db, m, ni);
+        /* read_any: rather a replica we are connected to than one that is
+         * down (which would only hold the read until its deadline). */
+        uint32_t nr = m->shards[shard].n_replicas;
+        for (uint32_t k = 1;
+             op->read_any && k < nr && c != NULL && !cl_conn_up(c); k++) {
+            cl_conn *alt =
+                cl_node_conn(db, m, cl_map_node_of(m, shard, true, spin + k));
+            if (alt != NULL && cl_conn_up(alt))
+                c = alt;
+        }
     }
     pthread_rwlock_unlock(&db->map_lock);
     return c;
