@@ -4,7 +4,7 @@
  * Parsing is one pass over the lines, then checks that need the whole
  * file (replicas and write_quorum against the node count, required keys),
  * then placement with ring_place. Every error is one printable line,
- * "line N: what is wrong", with user text quoted and cut (quote()).
+ * "line N: what is wrong", with user text quoted and cut (text_quote()).
  * Checks at the end of the file name the line of the setting they concern,
  * or the last line for a missing one.
  *
@@ -23,6 +23,7 @@
 #include "cluster/cmap.h"
 
 #include "proto/mem.h"
+#include "proto/text.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -84,36 +85,6 @@ static const key_def keys[N_KEYS] = {
 /* ---- small helpers --------------------------------------------------------
  */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
-/* User text for a message: control and non-ASCII bytes become '?', and
- * text over 60 bytes is cut with "...". cap >= 64. */
-static const char *
-quote(const char *v, char *buf, size_t cap)
-{
-    size_t n = 0;
-    for (; v[n] != '\0' && n + 4 < cap; n++) {
-        unsigned char ch = (unsigned char) v[n];
-        buf[n] = (ch < 0x20 || ch >= 0x7f) ? '?' : (char) ch;
-    }
-    if (v[n] != '\0' && n >= 3)
-        memcpy(buf + n - 3, "...", 3);
-    buf[n] = '\0';
-    return buf;
-}
-
 static bool
 is_blank(char ch)
 {
@@ -161,18 +132,6 @@ parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static bool
 id_valid(const char *s)
 {
@@ -215,17 +174,17 @@ set_number(parse_st *p, size_t k, char *value)
     char q[64];
     uint64_t v;
     if (!parse_u64(value, &v) || v < keys[k].min || v > keys[k].max) {
-        set_err(p->err, p->err_len,
-                "line %u: %s: '%s' is not a number in %llu..%llu", p->line,
-                keys[k].name, quote(value, q, sizeof(q)),
-                (unsigned long long) keys[k].min,
-                (unsigned long long) keys[k].max);
+        text_err(p->err, p->err_len,
+                 "line %u: %s: '%s' is not a number in %llu..%llu", p->line,
+                 keys[k].name, text_quote(value, q, sizeof(q)),
+                 (unsigned long long) keys[k].min,
+                 (unsigned long long) keys[k].max);
         return SHOAL_EINVAL;
     }
     if (k == KEY_SHARDS && (v & (v - 1)) != 0) {
-        set_err(p->err, p->err_len,
-                "line %u: shards: %llu is not a power of two", p->line,
-                (unsigned long long) v);
+        text_err(p->err, p->err_len,
+                 "line %u: shards: %llu is not a power of two", p->line,
+                 (unsigned long long) v);
         return SHOAL_EINVAL;
     }
     p->num[k] = v;
@@ -237,16 +196,10 @@ set_hash(parse_st *p, size_t k, char *value)
 {
     (void) k;
     char q[64];
-    bool ok = strlen(value) == 2 * KEYHASH_KEY_BYTES;
-    for (size_t i = 0; ok && i < KEYHASH_KEY_BYTES; i++) {
-        int hi = hexval(value[2 * i]), lo = hexval(value[2 * i + 1]);
-        ok = hi >= 0 && lo >= 0;
-        p->m->hash_key[i] = (uint8_t) (ok ? hi << 4 | lo : 0);
-    }
-    if (!ok) {
-        set_err(p->err, p->err_len,
-                "line %u: hash_key: '%s' is not %d hex digits", p->line,
-                quote(value, q, sizeof(q)), 2 * KEYHASH_KEY_BYTES);
+    if (!keyhash_parse_hex(value, p->m->hash_key)) {
+        text_err(p->err, p->err_len,
+                 "line %u: hash_key: '%s' is not %d hex digits", p->line,
+                 text_quote(value, q, sizeof(q)), 2 * KEYHASH_KEY_BYTES);
         return SHOAL_EINVAL;
     }
     return SHOAL_OK;
@@ -282,9 +235,9 @@ check_unique(parse_st *p, char *const f[3])
     char q[64];
     const cmap *m = p->m;
     if (strcmp(f[1], f[2]) == 0) {
-        set_err(p->err, p->err_len,
-                "line %u: node: client and peer URL are the same '%s'", p->line,
-                quote(f[1], q, sizeof(q)));
+        text_err(p->err, p->err_len,
+                 "line %u: node: client and peer URL are the same '%s'",
+                 p->line, text_quote(f[1], q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     for (size_t i = 0; i < m->n_nodes; i++) {
@@ -296,9 +249,9 @@ check_unique(parse_st *p, char *const f[3])
             if (strcmp(o->addr, f[k]) == 0 || strcmp(o->peer_addr, f[k]) == 0)
                 what = "URL", dup = f[k];
         if (what != NULL) {
-            set_err(p->err, p->err_len,
-                    "line %u: node: %s '%s' is already used by node '%s'",
-                    p->line, what, quote(dup, q, sizeof(q)), o->id);
+            text_err(p->err, p->err_len,
+                     "line %u: node: %s '%s' is already used by node '%s'",
+                     p->line, what, text_quote(dup, q, sizeof(q)), o->id);
             return SHOAL_EINVAL;
         }
     }
@@ -310,38 +263,38 @@ check_node(parse_st *p, char *const f[5], size_t nf, uint64_t *weight)
 {
     char q[64];
     if (nf < 3 || nf > 4) {
-        set_err(p->err, p->err_len,
-                "line %u: node: expected 'ID CLIENT-URL PEER-URL [WEIGHT]'",
-                p->line);
+        text_err(p->err, p->err_len,
+                 "line %u: node: expected 'ID CLIENT-URL PEER-URL [WEIGHT]'",
+                 p->line);
         return SHOAL_EINVAL;
     }
     if (!id_valid(f[0])) {
-        set_err(p->err, p->err_len,
-                "line %u: node: '%s' is not a valid id (1 to 63 of A-Z a-z "
-                "0-9 . _ -)",
-                p->line, quote(f[0], q, sizeof(q)));
+        text_err(p->err, p->err_len,
+                 "line %u: node: '%s' is not a valid id (1 to 63 of A-Z a-z "
+                 "0-9 . _ -)",
+                 p->line, text_quote(f[0], q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     for (size_t k = 1; k < 3; k++) {
         if (!url_valid(f[k])) {
-            set_err(p->err, p->err_len,
-                    "line %u: node: '%s' is not a tcp:// or ipc:// URL of at "
-                    "most %d printable bytes",
-                    p->line, quote(f[k], q, sizeof(q)), CMAP_URL_MAX);
+            text_err(p->err, p->err_len,
+                     "line %u: node: '%s' is not a tcp:// or ipc:// URL of at "
+                     "most %d printable bytes",
+                     p->line, text_quote(f[k], q, sizeof(q)), CMAP_URL_MAX);
             return SHOAL_EINVAL;
         }
     }
     *weight = 1;
     if (nf == 4 && (!parse_u64(f[3], weight) || *weight < 1 ||
                     *weight > RING_MAX_WEIGHT)) {
-        set_err(p->err, p->err_len,
-                "line %u: node: weight '%s' is not a number in 1..%d", p->line,
-                quote(f[3], q, sizeof(q)), RING_MAX_WEIGHT);
+        text_err(p->err, p->err_len,
+                 "line %u: node: weight '%s' is not a number in 1..%d", p->line,
+                 text_quote(f[3], q, sizeof(q)), RING_MAX_WEIGHT);
         return SHOAL_EINVAL;
     }
     if (p->m->n_nodes >= RING_MAX_NODES) {
-        set_err(p->err, p->err_len, "line %u: node: more than %d nodes",
-                p->line, RING_MAX_NODES);
+        text_err(p->err, p->err_len, "line %u: node: more than %d nodes",
+                 p->line, RING_MAX_NODES);
         return SHOAL_EINVAL;
     }
     return check_unique(p, f);
@@ -393,9 +346,9 @@ next_line(parse_st *p, char **name, char **value)
         p->pos += n + (nl != NULL);
         p->line++;
         if (n > CMAP_LINE_MAX || memchr(s0, '\0', n) != NULL) {
-            set_err(p->err, p->err_len, "line %u: %s", p->line,
-                    n > CMAP_LINE_MAX ? "longer than 4096 bytes"
-                                      : "contains a NUL byte");
+            text_err(p->err, p->err_len, "line %u: %s", p->line,
+                     n > CMAP_LINE_MAX ? "longer than 4096 bytes"
+                                       : "contains a NUL byte");
             return -1;
         }
         memcpy(p->buf, s0, n);
@@ -406,8 +359,8 @@ next_line(parse_st *p, char **name, char **value)
             continue;
         char *eq = strchr(s, '=');
         if (eq == NULL || eq == s) {
-            set_err(p->err, p->err_len, "line %u: expected 'name = value'",
-                    p->line);
+            text_err(p->err, p->err_len, "line %u: expected 'name = value'",
+                     p->line);
             return -1;
         }
         *eq = '\0';
@@ -426,19 +379,19 @@ one_line(parse_st *p, const char *name, char *value)
     while (k < N_KEYS && strcmp(keys[k].name, name) != 0)
         k++;
     if (k == N_KEYS) {
-        set_err(p->err, p->err_len, "line %u: unknown name '%s'", p->line,
-                quote(name, q, sizeof(q)));
+        text_err(p->err, p->err_len, "line %u: unknown name '%s'", p->line,
+                 text_quote(name, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     if (k != KEY_NODE && p->set[k] != 0) {
-        set_err(p->err, p->err_len, "line %u: %s is already set on line %u",
-                p->line, keys[k].name, p->set[k]);
+        text_err(p->err, p->err_len, "line %u: %s is already set on line %u",
+                 p->line, keys[k].name, p->set[k]);
         return SHOAL_EINVAL;
     }
     p->set[k] = p->line;
     if (value[0] == '\0') {
-        set_err(p->err, p->err_len, "line %u: %s: needs a value", p->line,
-                keys[k].name);
+        text_err(p->err, p->err_len, "line %u: %s: needs a value", p->line,
+                 keys[k].name);
         return SHOAL_EINVAL;
     }
     return keys[k].set(p, k, value);
@@ -450,13 +403,13 @@ finish(parse_st *p)
 {
     cmap *m = p->m;
     if (m->n_nodes == 0) {
-        set_err(p->err, p->err_len, "line %u: no 'node = ...' line", p->line);
+        text_err(p->err, p->err_len, "line %u: no 'node = ...' line", p->line);
         return SHOAL_EINVAL;
     }
     if (p->set[KEY_HASH] == 0) {
-        set_err(p->err, p->err_len,
-                "line %u: hash_key is required (%d hex digits)", p->line,
-                2 * KEYHASH_KEY_BYTES);
+        text_err(p->err, p->err_len,
+                 "line %u: hash_key is required (%d hex digits)", p->line,
+                 2 * KEYHASH_KEY_BYTES);
         return SHOAL_EINVAL;
     }
     m->epoch = p->set[KEY_EPOCH] ? p->num[KEY_EPOCH] : 1;
@@ -465,16 +418,16 @@ finish(parse_st *p)
                        : m->n_nodes < 3     ? m->n_nodes
                                             : 3);
     if (m->r > m->n_nodes) {
-        set_err(p->err, p->err_len,
-                "line %u: replicas = %u but there are only %zu nodes",
-                p->set[KEY_REPLICAS], m->r, m->n_nodes);
+        text_err(p->err, p->err_len,
+                 "line %u: replicas = %u but there are only %zu nodes",
+                 p->set[KEY_REPLICAS], m->r, m->n_nodes);
         return SHOAL_EINVAL;
     }
     m->w = (uint32_t) (p->set[KEY_W] ? p->num[KEY_W] : m->r / 2 + 1);
     if (m->w > m->r) {
-        set_err(p->err, p->err_len,
-                "line %u: write_quorum = %u exceeds replicas = %u",
-                p->set[KEY_W], m->w, m->r);
+        text_err(p->err, p->err_len,
+                 "line %u: write_quorum = %u exceeds replicas = %u",
+                 p->set[KEY_W], m->w, m->r);
         return SHOAL_EINVAL;
     }
     return SHOAL_OK;
@@ -516,7 +469,7 @@ cmap_parse(const char *text, size_t len, cmap **out, char *err, size_t err_len)
     int r;
     shoal_err rc = SHOAL_ENOMEM;
     *out = NULL;
-    set_err(err, err_len, "%s", "");
+    text_err(err, err_len, "%s", "");
     parse_st *p = mem_calloc(1, sizeof(*p));
     cmap *m = mem_calloc(1, sizeof(*m));
     if (p == NULL || m == NULL)
@@ -540,9 +493,9 @@ cmap_parse(const char *text, size_t len, cmap **out, char *err, size_t err_len)
     return SHOAL_OK;
 fail:
     if (rc == SHOAL_ENOMEM)
-        set_err(err, err_len, "out of memory");
+        text_err(err, err_len, "out of memory");
     else if (rc != SHOAL_EINVAL)
-        set_err(err, err_len, "placement failed: %s", shoal_strerror(rc));
+        text_err(err, err_len, "placement failed: %s", shoal_strerror(rc));
     mem_free(p);
     cmap_free(m);
     return rc;
@@ -558,28 +511,28 @@ cmap_load(const char *path, cmap **out, char *err, size_t err_len)
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, err_len, "%s: %s", path, strerror(errno));
+        text_err(err, err_len, "%s: %s", path, strerror(errno));
         return SHOAL_EIO;
     }
     buf = mem_alloc(CMAP_FILE_MAX + 1);
     if (buf == NULL) {
         rc = SHOAL_ENOMEM;
-        set_err(err, err_len, "%s: out of memory", path);
+        text_err(err, err_len, "%s: out of memory", path);
         goto done;
     }
     len = fread(buf, 1, CMAP_FILE_MAX + 1, f);
     if (ferror(f)) {
-        set_err(err, err_len, "%s: read error", path);
+        text_err(err, err_len, "%s: read error", path);
         goto done;
     }
     if (len > CMAP_FILE_MAX) {
         rc = SHOAL_ETOOLARGE;
-        set_err(err, err_len, "%s: larger than %u bytes", path, CMAP_FILE_MAX);
+        text_err(err, err_len, "%s: larger than %u bytes", path, CMAP_FILE_MAX);
         goto done;
     }
     rc = cmap_parse(buf, len, out, msg, sizeof(msg));
     if (rc != SHOAL_OK)
-        set_err(err, err_len, "%s: %s", path, msg);
+        text_err(err, err_len, "%s: %s", path, msg);
 done:
     mem_free(buf);
     fclose(f);

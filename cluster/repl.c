@@ -177,6 +177,21 @@ follows(const repl *r, uint32_t s, int p)
            cmap_is_replica(r->map, s, (uint32_t) p);
 }
 
+/* Wait on cv (mu held) for at most ms milliseconds. */
+static void
+cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
 /* ---- backlog ------------------------------------------------------------- */
 
 static void
@@ -674,14 +689,7 @@ link_main(void *arg)
             send_acks_locked(r, p);
         if (r->stopping)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long) r->o.heartbeat_ms * 1000000L / 2;
-        while (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        cond_wait_ms(&r->cv, &r->mu, r->o.heartbeat_ms / 2);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
@@ -1303,14 +1311,7 @@ svc_main(void *arg)
             update_retention(r);
             pthread_mutex_lock(&r->mu);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&r->svc_cv, &r->mu, &ts);
+        cond_wait_ms(&r->svc_cv, &r->mu, 10);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;

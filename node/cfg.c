@@ -17,12 +17,13 @@
  * the end pointer checked, then the option's range. Sizes may end in k, m
  * or g (x1024, x1024^2, x1024^3), with the multiplication checked.
  *
- * Messages quote user text through quote(), which replaces control bytes
+ * Messages quote user text through text_quote(), which replaces control bytes
  * and cuts long values, so an error is always one printable line.
  */
 #include "node/cfg.h"
 
 #include "proto/mem.h"
+#include "proto/text.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -137,36 +138,6 @@ _Static_assert(N_OPTS <= 64, "flag_mask holds one bit per option");
 /* ---- small helpers --------------------------------------------------------
  */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
-/* User text for a message: control and non-ASCII bytes become '?', and
- * text over 60 bytes is cut with "...". buf holds at least 64 bytes. */
-static const char *
-quote(const char *v, char *buf, size_t cap)
-{
-    size_t n = 0;
-    for (; v[n] != '\0' && n + 4 < cap; n++) {
-        unsigned char ch = (unsigned char) v[n];
-        buf[n] = (ch < 0x20 || ch >= 0x7f) ? '?' : (char) ch;
-    }
-    if (v[n] != '\0' && n >= 3)
-        memcpy(buf + n - 3, "...", 3);
-    buf[n] = '\0';
-    return buf;
-}
-
 static bool
 printable(const char *v)
 {
@@ -248,13 +219,14 @@ num_value(const opt_def *o, const char *v, uint64_t *out, char *msg, size_t cap)
     bool sz = o->kind == K_SIZE;
     num_res r = parse_num(v, sz, out);
     if (r == NUM_BAD) {
-        set_err(msg, cap, "'%s' is not a %s", quote(v, q, sizeof(q)),
-                sz ? "size (digits, optionally k, m or g)" : "number");
+        text_err(msg, cap, "'%s' is not a %s", text_quote(v, q, sizeof(q)),
+                 sz ? "size (digits, optionally k, m or g)" : "number");
         return SHOAL_EINVAL;
     }
     if (r == NUM_BIG || *out < o->min || *out > o->max) {
-        set_err(
-            msg, cap, "'%s' is out of range %s..%s", quote(v, q, sizeof(q)),
+        text_err(
+            msg, cap, "'%s' is out of range %s..%s",
+            text_quote(v, q, sizeof(q)),
             sz ? fmt_size(o->min, lo, sizeof(lo))
                : (snprintf(lo, sizeof(lo), "%llu", (unsigned long long) o->min),
                   lo),
@@ -299,8 +271,8 @@ set_flag(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
             return SHOAL_OK;
         }
     }
-    set_err(msg, cap, "'%s' is not one of true, false, yes, no, on, off, 1, 0",
-            quote(v, q, sizeof(q)));
+    text_err(msg, cap, "'%s' is not one of true, false, yes, no, on, off, 1, 0",
+             text_quote(v, q, sizeof(q)));
     return SHOAL_EINVAL;
 }
 
@@ -309,12 +281,12 @@ set_text(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
 {
     char q[64];
     if (v[0] == '\0') {
-        set_err(msg, cap, "the value is empty (expected %s)", o->arg);
+        text_err(msg, cap, "the value is empty (expected %s)", o->arg);
         return SHOAL_EINVAL;
     }
     if (strlen(v) > o->max || !printable(v)) {
-        set_err(msg, cap, "'%s' is %s", quote(v, q, sizeof(q)),
-                strlen(v) > o->max ? "too long" : "not printable text");
+        text_err(msg, cap, "'%s' is %s", text_quote(v, q, sizeof(q)),
+                 strlen(v) > o->max ? "too long" : "not printable text");
         return SHOAL_EINVAL;
     }
     return set_string(field(c, o), v);
@@ -343,9 +315,9 @@ set_id(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
 {
     char q[64];
     if (!cfg_id_valid(v)) {
-        set_err(msg, cap,
-                "'%s' is not a valid id (1 to 63 of A-Z a-z 0-9 . _ -)",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap,
+                 "'%s' is not a valid id (1 to 63 of A-Z a-z 0-9 . _ -)",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     return set_string(field(c, o), v);
@@ -405,10 +377,10 @@ set_url(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
 {
     char q[64];
     if (!url_valid(v)) {
-        set_err(msg, cap,
-                "'%s' is not a URL of the form tcp://HOST:PORT, "
-                "ipc://PATH or inproc://NAME",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap,
+                 "'%s' is not a URL of the form tcp://HOST:PORT, "
+                 "ipc://PATH or inproc://NAME",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     return set_string(field(c, o), v);
@@ -421,8 +393,8 @@ set_http(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
     if (strcmp(v, "off") == 0)
         return set_string(field(c, o), NULL);
     if (strlen(v) > CFG_URL_MAX || !printable(v) || !hostport_valid(v, false)) {
-        set_err(msg, cap, "'%s' is not HOST:PORT (port 0..65535) or off",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap, "'%s' is not HOST:PORT (port 0..65535) or off",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     return set_string(field(c, o), v);
@@ -434,8 +406,8 @@ set_fsync(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
     char q[64];
     int f = wal_fsync_parse(v);
     if (f < 0) {
-        set_err(msg, cap, "'%s' is not one of always, interval, none",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap, "'%s' is not one of always, interval, none",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     (void) o;
@@ -452,8 +424,8 @@ set_shards(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
     if (rc != SHOAL_OK)
         return rc;
     if ((n & (n - 1)) != 0) {
-        set_err(msg, cap, "'%s' is not a power of two (1, 2, 4, ... 65536)",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap, "'%s' is not a power of two (1, 2, 4, ... 65536)",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     c->n_shards = (uint32_t) n;
@@ -467,8 +439,8 @@ set_level(const opt_def *o, cfg *c, const char *v, char *msg, size_t cap)
     char q[64];
     int l = slog_level_parse(v);
     if (l < 0) {
-        set_err(msg, cap, "'%s' is not one of err, warn, notice, info, debug",
-                quote(v, q, sizeof(q)));
+        text_err(msg, cap, "'%s' is not one of err, warn, notice, info, debug",
+                 text_quote(v, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     (void) o;
@@ -576,35 +548,35 @@ parse_arg(int argc, char *const argv[], int *i, cfg *c, char *err,
     if (strcmp(a, "-h") == 0)
         a = "--help";
     if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-        set_err(err, err_len, "unexpected argument '%s' (see --help)",
-                quote(a, q, sizeof(q)));
+        text_err(err, err_len, "unexpected argument '%s' (see --help)",
+                 text_quote(a, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     const char *name = a + 2, *eq = strchr(name, '=');
     size_t idx, nlen = eq != NULL ? (size_t) (eq - name) : strlen(name);
     const opt_def *o = find_opt(name, nlen, &idx);
     if (o == NULL) {
-        set_err(err, err_len, "unknown option '%s' (see --help)",
-                quote(a, q, sizeof(q)));
+        text_err(err, err_len, "unknown option '%s' (see --help)",
+                 text_quote(a, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     const char *v = eq != NULL ? eq + 1 : NULL;
     if (o->kind == K_FLAG && v != NULL) {
-        set_err(err, err_len, "--%s takes no value", o->name);
+        text_err(err, err_len, "--%s takes no value", o->name);
         return SHOAL_EINVAL;
     }
     if (o->kind != K_FLAG && v == NULL) {
         if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0) {
-            set_err(err, err_len, "--%s needs a value (%s)", o->name, o->arg);
+            text_err(err, err_len, "--%s needs a value (%s)", o->name, o->arg);
             return SHOAL_EINVAL;
         }
         v = argv[++*i];
     }
     shoal_err rc = apply(o, c, v, msg, sizeof(msg));
     if (rc == SHOAL_EINVAL)
-        set_err(err, err_len, "--%s: %s", o->name, msg);
+        text_err(err, err_len, "--%s: %s", o->name, msg);
     else if (rc == SHOAL_ENOMEM)
-        set_err(err, err_len, "out of memory");
+        text_err(err, err_len, "out of memory");
     c->flag_mask |= 1ull << idx;
     return rc;
 }
@@ -612,7 +584,7 @@ parse_arg(int argc, char *const argv[], int *i, cfg *c, char *err,
 shoal_err
 cfg_parse_args(int argc, char *const argv[], cfg *c, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    text_err(err, err_len, "%s", "");
     for (int i = 1; i < argc; i++) {
         shoal_err rc = parse_arg(argc, argv, &i, c, err, err_len);
         if (rc != SHOAL_OK)
@@ -672,9 +644,9 @@ kv_next(kv_iter *it, char **name, char **value, char *err, size_t err_len)
         it->pos += n + (nl != NULL);
         it->line++;
         if (n > CFG_LINE_MAX || memchr(p, '\0', n) != NULL) {
-            set_err(err, err_len, "line %u: %s", it->line,
-                    n > CFG_LINE_MAX ? "longer than 4096 bytes"
-                                     : "contains a NUL byte");
+            text_err(err, err_len, "line %u: %s", it->line,
+                     n > CFG_LINE_MAX ? "longer than 4096 bytes"
+                                      : "contains a NUL byte");
             return -1;
         }
         memcpy(it->buf, p, n);
@@ -685,7 +657,8 @@ kv_next(kv_iter *it, char **name, char **value, char *err, size_t err_len)
             continue;
         char *eq = strchr(s, '=');
         if (eq == NULL || eq == s) {
-            set_err(err, err_len, "line %u: expected 'name = value'", it->line);
+            text_err(err, err_len, "line %u: expected 'name = value'",
+                     it->line);
             return -1;
         }
         *eq = '\0';
@@ -706,20 +679,20 @@ file_opt(const kv_iter *it, unsigned first[], const char *name,
     size_t idx;
     const opt_def *o = find_opt(name, strlen(name), &idx);
     if (o == NULL || !o->in_file) {
-        set_err(err, err_len, "line %u: %s '%s'", it->line,
-                o == NULL ? "unknown option" : "not allowed in a config file:",
-                quote(name, q, sizeof(q)));
+        text_err(err, err_len, "line %u: %s '%s'", it->line,
+                 o == NULL ? "unknown option" : "not allowed in a config file:",
+                 text_quote(name, q, sizeof(q)));
         return SHOAL_EINVAL;
     }
     if (first[idx] != 0) {
-        set_err(err, err_len, "line %u: %s is already set on line %u", it->line,
-                o->name, first[idx]);
+        text_err(err, err_len, "line %u: %s is already set on line %u",
+                 it->line, o->name, first[idx]);
         return SHOAL_EINVAL;
     }
     first[idx] = it->line;
     if (value[0] == '\0') {
-        set_err(err, err_len, "line %u: %s: needs a value (%s)", it->line,
-                o->name, o->arg != NULL ? o->arg : "true or false");
+        text_err(err, err_len, "line %u: %s: needs a value (%s)", it->line,
+                 o->name, o->arg != NULL ? o->arg : "true or false");
         return SHOAL_EINVAL;
     }
     cfg scratch;
@@ -728,9 +701,9 @@ file_opt(const kv_iter *it, unsigned first[], const char *name,
     shoal_err rc = apply(o, flagged ? &scratch : c, value, msg, sizeof(msg));
     cfg_fini(&scratch);
     if (rc == SHOAL_EINVAL)
-        set_err(err, err_len, "line %u: %s: %s", it->line, o->name, msg);
+        text_err(err, err_len, "line %u: %s: %s", it->line, o->name, msg);
     else if (rc == SHOAL_ENOMEM)
-        set_err(err, err_len, "out of memory");
+        text_err(err, err_len, "out of memory");
     return rc;
 }
 
@@ -742,12 +715,12 @@ cfg_parse_file(const char *text, size_t len, cfg *c, char *err, size_t err_len)
     int r;
     kv_iter *it = mem_calloc(1, sizeof(*it));
     if (it == NULL) {
-        set_err(err, err_len, "out of memory");
+        text_err(err, err_len, "out of memory");
         return SHOAL_ENOMEM;
     }
     it->text = text;
     it->len = len;
-    set_err(err, err_len, "%s", "");
+    text_err(err, err_len, "%s", "");
     shoal_err rc = SHOAL_OK;
     while (rc == SHOAL_OK && (r = kv_next(it, &name, &value, err, err_len)))
         rc = r < 0 ? SHOAL_EINVAL
@@ -761,32 +734,32 @@ cfg_check(const cfg *c, char *err, size_t err_len)
 {
     char a[32], b[32], d[32];
     if (c->insecure == (c->key_file != NULL)) {
-        set_err(err, err_len, "%s",
-                c->insecure ? "--insecure and --key-file are mutually "
-                              "exclusive: give one of them"
-                            : "one of --key-file FILE or --insecure is "
-                              "required");
+        text_err(err, err_len, "%s",
+                 c->insecure ? "--insecure and --key-file are mutually "
+                               "exclusive: give one of them"
+                             : "one of --key-file FILE or --insecure is "
+                               "required");
         return SHOAL_EINVAL;
     }
     if (c->memory == (c->data_dir != NULL)) {
-        set_err(err, err_len, "%s",
-                c->memory ? "--memory and --data-dir are mutually exclusive"
-                          : "--data-dir DIR is required (or --memory to "
-                            "keep nothing on disk)");
+        text_err(err, err_len, "%s",
+                 c->memory ? "--memory and --data-dir are mutually exclusive"
+                           : "--data-dir DIR is required (or --memory to "
+                             "keep nothing on disk)");
         return SHOAL_EINVAL;
     }
     if (c->memory && c->id == NULL) {
-        set_err(err, err_len, "--id is required with --memory");
+        text_err(err, err_len, "--id is required with --memory");
         return SHOAL_EINVAL;
     }
     uint64_t need = c->max_value_bytes + c->max_key_bytes + 4 * KIB;
     if (c->max_frame_bytes < need) {
-        set_err(err, err_len,
-                "--max-frame-bytes: %s cannot hold a --max-value-bytes value "
-                "and key (at least %s + %s + 4k)",
-                fmt_size(c->max_frame_bytes, a, sizeof(a)),
-                fmt_size(c->max_value_bytes, b, sizeof(b)),
-                fmt_size(c->max_key_bytes, d, sizeof(d)));
+        text_err(err, err_len,
+                 "--max-frame-bytes: %s cannot hold a --max-value-bytes value "
+                 "and key (at least %s + %s + 4k)",
+                 fmt_size(c->max_frame_bytes, a, sizeof(a)),
+                 fmt_size(c->max_value_bytes, b, sizeof(b)),
+                 fmt_size(c->max_key_bytes, d, sizeof(d)));
         return SHOAL_EINVAL;
     }
     return SHOAL_OK;
@@ -814,32 +787,6 @@ cfg_usage(FILE *f, const char *prog)
 /* ---- NODE identity file ---------------------------------------------------
  */
 
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static bool
-parse_hash_key(const char *v, uint8_t out[KEYHASH_KEY_BYTES])
-{
-    if (strlen(v) != 2 * KEYHASH_KEY_BYTES)
-        return false;
-    for (size_t i = 0; i < KEYHASH_KEY_BYTES; i++) {
-        int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (uint8_t) (hi << 4 | lo);
-    }
-    return true;
-}
-
 /* One NODE line into out; bit 1 << field in *seen. */
 static shoal_err
 ident_field(const kv_iter *it, const char *name, const char *v, cfg_ident *out,
@@ -860,13 +807,13 @@ ident_field(const kv_iter *it, const char *name, const char *v, cfg_ident *out,
              (n & (n - 1)) == 0;
         out->n_shards = (uint32_t) n;
     } else if (ok) {
-        ok = parse_hash_key(v, out->hash_key);
+        ok = keyhash_parse_hex(v, out->hash_key);
     }
     if (!ok) {
-        set_err(err, err_len, "line %u: %s", it->line,
-                f == 3                ? "unknown field"
-                : (*seen & (1u << f)) ? "field repeated"
-                                      : "bad value");
+        text_err(err, err_len, "line %u: %s", it->line,
+                 f == 3                ? "unknown field"
+                 : (*seen & (1u << f)) ? "field repeated"
+                                       : "bad value");
         return SHOAL_ECORRUPT;
     }
     *seen |= 1u << f;
@@ -883,7 +830,7 @@ cfg_ident_parse(const char *text, size_t len, cfg_ident *out, char *err,
     memset(out, 0, sizeof(*out));
     kv_iter *it = mem_calloc(1, sizeof(*it));
     if (it == NULL) {
-        set_err(err, err_len, "out of memory");
+        text_err(err, err_len, "out of memory");
         return SHOAL_ENOMEM;
     }
     it->text = text;
@@ -894,10 +841,10 @@ cfg_ident_parse(const char *text, size_t len, cfg_ident *out, char *err,
                    : ident_field(it, name, value, out, &seen, err, err_len);
     mem_free(it);
     if (rc == SHOAL_OK && seen != 7) {
-        set_err(err, err_len, "missing %s",
-                !(seen & 1)   ? "id"
-                : !(seen & 2) ? "shards"
-                              : "hash_key");
+        text_err(err, err_len, "missing %s",
+                 !(seen & 1)   ? "id"
+                 : !(seen & 2) ? "shards"
+                               : "hash_key");
         rc = SHOAL_ECORRUPT;
     }
     if (rc != SHOAL_OK)

@@ -15,4 +15,9 @@
 uint32_t keyhash_shard(const uint8_t hash_key[KEYHASH_KEY_BYTES],
                        const uint8_t *key, size_t klen, uint32_t n_shards);
 
+/* Parse 2 * KEYHASH_KEY_BYTES hex digits (either case) into out. false if
+ * v is not exactly that (out is then unspecified). */
+#include <stdbool.h>
+bool keyhash_parse_hex(const char *v, uint8_t out[KEYHASH_KEY_BYTES]);
+
 #endif

@@ -52,12 +52,28 @@ test_keyhash_balanced(void **state)
     }
 }
 
+static void
+test_keyhash_parse_hex(void **state)
+{
+    (void) state;
+    uint8_t k[KEYHASH_KEY_BYTES];
+    assert_true(keyhash_parse_hex("000102030405060708090a0B0c0D0e0F", k));
+    for (int i = 0; i < KEYHASH_KEY_BYTES; i++)
+        assert_int_equal(k[i], i);
+    assert_false(keyhash_parse_hex("", k));
+    assert_false(keyhash_parse_hex("000102030405060708090a0b0c0d0e0", k));
+    assert_false(keyhash_parse_hex("000102030405060708090a0b0c0d0e0f0", k));
+    assert_false(keyhash_parse_hex("000102030405060708090a0b0c0d0e0g", k));
+    assert_false(keyhash_parse_hex(" 00102030405060708090a0b0c0d0e0f", k));
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keyhash_deterministic_and_keyed),
         cmocka_unit_test(test_keyhash_balanced),
+        cmocka_unit_test(test_keyhash_parse_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
