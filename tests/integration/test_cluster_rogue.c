@@ -232,7 +232,7 @@ capture_while_down(fx *f, const char *canary, size_t *n_canary_ok)
         memcpy(fr->p, nng_msg_body(msg), fr->len);
         nng_msg_free(msg);
     }
-    nng_close(pull);
+    cc_close_bounded(pull, 5000);
 }
 
 static void
@@ -532,7 +532,7 @@ inject_into(fx *f, size_t target, const char *tag)
         fail_msg("rogue dial %s: %s", f->peer_url[target], nng_strerror(rv));
     size_t sent = inject(f, target, push, &before, tag);
     proc_nap_ms(1500); /* let the node's receiver drain the socket */
-    nng_close(push);
+    cc_close_bounded(push, 5000);
     proc_nap_ms(500);
     printf("# %s: pushed %zu rogue frames to n%zu's peer URL %s\n", tag, sent,
            target + 1, f->peer_url[target]);
@@ -578,7 +578,7 @@ control_injection(fx *f, size_t target)
         applied = st->lsn[sh] == before.st[target]->lsn[sh] + 1;
         cc_status_free(st);
     }
-    nng_close(push);
+    cc_close_bounded(push, 5000);
     free_snapshot(&before);
     printf("# control: a record sealed with the cluster key is applied by "
            "n%zu: %s\n",

@@ -7,6 +7,10 @@
 #define _DEFAULT_SOURCE /* realpath */
 #include "tests/support/cluster_check.h"
 
+#include <time.h>
+
+#include <pthread.h>
+
 #include "proto/keyhash.h"
 #include "storage/wal.h"
 
@@ -15,10 +19,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -730,4 +736,81 @@ cc_wal_power_cut(const char *data_dir, const char *synclog, cc_cut *out)
         close(fd);
     free(zeros);
     return ok ? SHOAL_OK : SHOAL_EIO;
+}
+
+/* ---- bounded nng_close ----------------------------------------------------
+ */
+
+typedef struct cc_closer {
+    nng_socket sock;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    bool abandoned; /* the waiter left: the thread frees */
+} cc_closer;
+
+static void *
+cc_closer_main(void *arg)
+{
+    cc_closer *c = arg;
+    nng_close(c->sock);
+    pthread_mutex_lock(&c->mu);
+    c->done = true;
+    bool free_it = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (free_it) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+    }
+    return NULL;
+}
+
+bool
+cc_close_bounded(nng_socket sock, uint32_t timeout_ms)
+{
+    cc_closer *c = calloc(1, sizeof(*c));
+    pthread_t th;
+    if (c == NULL) {
+        nng_close(sock);
+        return true;
+    }
+    c->sock = sock;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&th, NULL, cc_closer_main, c) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+        nng_close(sock);
+        return true;
+    }
+    pthread_detach(th);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &ts) != ETIMEDOUT)
+        ;
+    bool done = c->done;
+    if (!done)
+        c->abandoned = true;
+    pthread_mutex_unlock(&c->mu);
+    if (done) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+    } else {
+        fprintf(stderr,
+                "# nng_close did not return in %u ms (nng#1543); "
+                "going on\n",
+                (unsigned) timeout_ms);
+    }
+    return done;
 }

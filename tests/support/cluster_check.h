@@ -17,6 +17,7 @@
 #include "proto/wire.h"
 #include "tests/support/proc.h"
 
+#include <nng/nng.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -145,6 +146,12 @@ typedef struct cc_cut {
 
 /* SHOAL_EIO (cannot read/write), SHOAL_ECORRUPT (bad segment header).
  * synclog may be NULL. */
+/* nng_close(sock), but give up waiting after timeout_ms: nng 1.5.2 can
+ * hang closing a socket whose peers are still connected (nanomsg/nng#1543,
+ * seen closing the rogue's PULL socket in integration_cluster_rogue). The
+ * close goes on in a detached thread; false when it timed out. */
+bool cc_close_bounded(nng_socket sock, uint32_t timeout_ms);
+
 shoal_err cc_wal_power_cut(const char *data_dir, const char *synclog,
                            cc_cut *out);
 
