@@ -524,7 +524,8 @@ test_scan_count_batch(void **state)
         uint32_t shards_seen = 0;
         for (int i = 0; i < 50; i++) {
             snprintf(keys[i], sizeof(keys[i]), "scan:%05d", order[b * 50 + i]);
-            snprintf(vals[i], sizeof(vals[i]), "v:%s", keys[i]);
+            memcpy(vals[i], "v:", 2);
+            memcpy(vals[i] + 2, keys[i], strlen(keys[i]) + 1);
             memset(&ops[i], 0, sizeof(ops[i]));
             ops[i].kind = SHOAL_BATCH_PUT;
             ops[i].key = keys[i];

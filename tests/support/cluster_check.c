@@ -653,8 +653,10 @@ newest_with_records(const char *dir, char *path, size_t cap, uint64_t *seq)
         if (sscanf(e->d_name, "wal-%16llx.log", &s) != 1 ||
             (path[0] != '\0' && s <= *seq))
             continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        char p[PATH_MAX];
+        int pn = snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (pn < 0 || (size_t) pn >= sizeof(p))
+            continue;
         uint8_t h[WAL_SEG_HDR + WAL_REC_HDR];
         int fd = open(p, O_RDONLY);
         bool rec = fd >= 0 &&
@@ -664,8 +666,10 @@ newest_with_records(const char *dir, char *path, size_t cap, uint64_t *seq)
             close(fd);
         if (!rec)
             continue;
+        if (strlen(p) >= cap)
+            continue;
         *seq = s;
-        snprintf(path, cap, "%s", p);
+        memcpy(path, p, strlen(p) + 1);
     }
     if (d != NULL)
         closedir(d);
