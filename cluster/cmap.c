@@ -85,34 +85,6 @@ static const key_def keys[N_KEYS] = {
 /* ---- small helpers --------------------------------------------------------
  */
 
-static bool
-is_blank(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r';
-}
-
-static char *
-trim(char *s)
-{
-    while (is_blank(*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && is_blank(s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
-static void
-cut_comment(char *s)
-{
-    for (char *p = s; *p != '\0'; p++) {
-        if (*p == '#' && (p == s || is_blank(p[-1]))) {
-            *p = '\0';
-            return;
-        }
-    }
-}
-
 /* Decimal digits only, no sign, no overflow. */
 static bool
 parse_u64(const char *s, uint64_t *out)
@@ -215,12 +187,12 @@ split(char *value, char *f[5])
     size_t n = 0;
     char *s = value;
     while (*s != '\0' && n < 5) {
-        while (is_blank(*s))
+        while (text_is_blank(*s))
             s++;
         if (*s == '\0')
             break;
         f[n++] = s;
-        while (*s != '\0' && !is_blank(*s))
+        while (*s != '\0' && !text_is_blank(*s))
             s++;
         if (*s != '\0')
             *s++ = '\0';
@@ -353,8 +325,8 @@ next_line(parse_st *p, char **name, char **value)
         }
         memcpy(p->buf, s0, n);
         p->buf[n] = '\0';
-        cut_comment(p->buf);
-        char *s = trim(p->buf);
+        text_cut_comment(p->buf);
+        char *s = text_trim(p->buf);
         if (*s == '\0')
             continue;
         char *eq = strchr(s, '=');
@@ -364,8 +336,8 @@ next_line(parse_st *p, char **name, char **value)
             return -1;
         }
         *eq = '\0';
-        *name = trim(s);
-        *value = trim(eq + 1);
+        *name = text_trim(s);
+        *value = text_trim(eq + 1);
         return 1;
     }
     return 0;

@@ -603,35 +603,6 @@ typedef struct kv_iter {
     char buf[CFG_LINE_MAX + 1];
 } kv_iter;
 
-static bool
-is_blank(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r';
-}
-
-static char *
-trim(char *s)
-{
-    while (is_blank(*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && is_blank(s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
-/* Cut a comment: '#' at the start or after a blank. */
-static void
-cut_comment(char *s)
-{
-    for (char *p = s; *p != '\0'; p++) {
-        if (*p == '#' && (p == s || is_blank(p[-1]))) {
-            *p = '\0';
-            return;
-        }
-    }
-}
-
 /* The next "name = value" line: 1 with *name and *value (trimmed, in
  * it->buf), 0 at the end of the text, -1 on a malformed line (err set). */
 static int
@@ -651,8 +622,8 @@ kv_next(kv_iter *it, char **name, char **value, char *err, size_t err_len)
         }
         memcpy(it->buf, p, n);
         it->buf[n] = '\0';
-        cut_comment(it->buf);
-        char *s = trim(it->buf);
+        text_cut_comment(it->buf);
+        char *s = text_trim(it->buf);
         if (*s == '\0')
             continue;
         char *eq = strchr(s, '=');
@@ -662,8 +633,8 @@ kv_next(kv_iter *it, char **name, char **value, char *err, size_t err_len)
             return -1;
         }
         *eq = '\0';
-        *name = trim(s);
-        *value = trim(eq + 1);
+        *name = text_trim(s);
+        *value = text_trim(eq + 1);
         return 1;
     }
     return 0;

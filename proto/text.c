@@ -31,3 +31,31 @@ text_quote(const char *v, char *buf, size_t cap)
     buf[n] = '\0';
     return buf;
 }
+
+int
+text_is_blank(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r';
+}
+
+char *
+text_trim(char *s)
+{
+    while (text_is_blank(*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && text_is_blank(s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+void
+text_cut_comment(char *s)
+{
+    for (char *p = s; *p != '\0'; p++) {
+        if (*p == '#' && (p == s || text_is_blank(p[-1]))) {
+            *p = '\0';
+            return;
+        }
+    }
+}

@@ -16,4 +16,13 @@ void text_err(char *err, size_t err_len, const char *fmt, ...)
  * text over cap - 4 bytes is cut with "...". Returns buf; cap >= 64. */
 const char *text_quote(const char *v, char *buf, size_t cap);
 
+/* Blank within a line: space, tab or CR. */
+int text_is_blank(char ch);
+
+/* s without leading and trailing blanks (cut in place). */
+char *text_trim(char *s);
+
+/* Cut a comment in place: '#' at the start or after a blank. */
+void text_cut_comment(char *s);
+
 #endif
